@@ -1,0 +1,135 @@
+"""The configuration file: one TOML file, ``[providers.<id>]`` tables per provider.
+
+Found at ``$KERNEL_PROVIDERS_CONFIG`` if set, else ``kernel_providers.toml`` in
+Jupyter's config dir. Unknown keys warn; invalid values fail naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["Config", "ConfigWarning", "build_options", "config_path", "load_config"]
+
+
+class ConfigWarning(UserWarning):
+    """An unknown key in the configuration file (probably a typo)."""
+
+
+def config_path() -> Path:
+    """Where the configuration file is read from (it need not exist)."""
+    if os.environ.get("KERNEL_PROVIDERS_CONFIG"):
+        return Path(os.environ["KERNEL_PROVIDERS_CONFIG"])
+    try:
+        from jupyter_core.paths import jupyter_config_dir
+
+        directory = Path(jupyter_config_dir())
+    except ImportError:  # the core does not depend on jupyter_core; same rule
+        directory = Path(os.environ.get("JUPYTER_CONFIG_DIR") or Path.home() / ".jupyter")
+    return directory / "kernel_providers.toml"
+
+
+@dataclass
+class Config:
+    """Settings of the core (top-level keys) and the raw ``[providers.<id>]`` tables."""
+
+    discovery_timeout: float = 10.0
+    cache_ttl: float = 60.0
+    ready_timeout: float = 60.0
+    disable: list[str] = field(default_factory=list)
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: Path | None = None
+
+    def provider_table(self, provider_id: str) -> dict[str, Any]:
+        """The ``[providers.<provider_id>]`` table (empty if absent)."""
+        return self.providers.get(provider_id, {})
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read and validate the configuration file; a missing file means defaults."""
+    path = Path(path) if path is not None else config_path()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return Config(path=path)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    providers = data.pop("providers", {})
+    if not isinstance(providers, dict) or not all(
+            isinstance(v, dict) for v in providers.values()):
+        raise ConfigError(f"{path}: [providers] must hold one table per provider,"
+                          " e.g. [providers.spec]")
+    config = build_options(Config, data, str(path), skip={"providers", "path"})
+    config.providers, config.path = providers, path
+    return config
+
+
+def build_options(cls: type[Any], table: dict[str, Any], where: str,
+                  skip: set[str] | None = None) -> Any:
+    """An instance of dataclass ``cls`` from ``table``, checking each value's type.
+
+    Unknown keys warn (:class:`ConfigWarning`); a value of the wrong type raises
+    :class:`~kernel_providers.ConfigError` naming ``where`` and the key.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - (skip or set())
+    values = {}
+    for key, value in table.items():
+        if key not in names:
+            warnings.warn(f"{where}: unknown key {key!r} (known: {', '.join(sorted(names))})",
+                          ConfigWarning, stacklevel=2)
+            continue
+        values[key] = _check(value, hints[key], f"{where}: {key}")
+    return cls(**values)
+
+
+def _check(value: Any, expected: Any, where: str) -> Any:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(expected):
+            try:
+                return _check(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {_name(expected)}")
+    if expected is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected nothing, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(expected) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(expected) or (str, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
+    if expected is Any:
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(expected, type) and isinstance(value, expected) and not (
+            expected is not bool and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {_name(expected)}, got {value!r}")
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

@@ -1,0 +1,105 @@
+"""Connection info and connection files: fresh keys, loopback, 0600 files in a 0700 dir."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from .types import ConnectionInfo
+
+__all__ = [
+    "PORT_NAMES",
+    "allocate_ports",
+    "new_connection_info",
+    "read_connection_file",
+    "remove_connection_file",
+    "runtime_dir",
+    "write_connection_file",
+]
+
+PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def runtime_dir() -> Path:
+    """Jupyter's runtime dir (``JUPYTER_RUNTIME_DIR`` honoured), created 0700."""
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        path = Path(jupyter_runtime_dir())
+    except ImportError:  # the core does not depend on jupyter_core; mirror its default
+        if os.environ.get("JUPYTER_RUNTIME_DIR"):
+            path = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+        elif sys.platform == "darwin":
+            path = Path.home() / "Library" / "Jupyter" / "runtime"
+        else:
+            data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            path = Path(data) / "jupyter" / "runtime"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def new_connection_info(ports: dict[str, int] | None = None, ip: str = "127.0.0.1",
+                        kernel_name: str = "") -> ConnectionInfo:
+    """Connection info with a fresh 256-bit key; ports default to 0 (the kernel picks)."""
+    ports = ports or {}
+    info: ConnectionInfo = {
+        "transport": "tcp",
+        "ip": ip,
+        "key": secrets.token_hex(32),
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": kernel_name,
+    }
+    for name in PORT_NAMES:
+        info[name] = ports.get(name, 0)  # type: ignore[literal-required]
+    return info
+
+
+def allocate_ports(ip: str = "127.0.0.1") -> dict[str, int]:
+    """Five distinct free TCP ports on ``ip``, for kernels that cannot pick their own.
+
+    Racy by nature (another process may take one before the kernel binds it): callers
+    retry with new ports when the kernel reports a bind failure.
+    """
+    socks = []
+    try:
+        for _ in PORT_NAMES:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((ip, 0))
+            socks.append(sock)
+        return {name: s.getsockname()[1] for name, s in zip(PORT_NAMES, socks, strict=True)}
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def write_connection_file(info: ConnectionInfo, directory: Path | None = None,
+                          prefix: str = "kernel") -> Path:
+    """Write ``info`` to a new file, readable and writable by its owner only (0600)."""
+    directory = directory or runtime_dir()
+    path = directory / f"{prefix}-{uuid.uuid4()}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f, indent=1)
+    return path
+
+
+def read_connection_file(path: Path) -> ConnectionInfo | None:
+    """The info in ``path``, or ``None`` while the file is missing or half written."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None  # type: ignore[return-value]
+
+
+def remove_connection_file(path: Path | str | None) -> None:
+    """Remove a connection file if it is still there."""
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

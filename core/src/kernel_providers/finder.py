@@ -1,0 +1,263 @@
+"""KernelFinder: every provider's kernels in one call, and launching by id."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .config import Config, build_options, load_config
+from .errors import ConfigError, KernelProviderError, NoSuchKernel
+from .launcher import KernelLauncher
+from .manager import PluginError, ProviderManager, env_disabled
+from .provider import KernelProvider, _problems
+from .types import KernelType, LaunchOptions
+
+__all__ = ["KernelFinder", "ProviderReport"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProviderReport:
+    """How one provider's last discovery went (``kernel-providers providers``)."""
+
+    id: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    status: str = "not run"  # "ok", "error" or "not run"
+    message: str = ""
+    kernel_count: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape printed by ``kernel-providers providers --json``."""
+        return {
+            "id": self.id, "plugin": self.plugin, "distribution": self.distribution,
+            "version": self.version, "status": self.status, "message": self.message,
+            "kernel_count": self.kernel_count, "seconds": round(self.seconds, 4),
+            "problems": self.problems,
+        }
+
+
+@dataclass
+class _Discovery:
+    at: float
+    kernels: list[KernelType]
+    report: ProviderReport
+
+
+class KernelFinder:
+    """Finds kernels through every registered provider and launches them by id.
+
+    Plugins come from the ``kernel_providers`` entry points (unless ``autoload`` is
+    false or ``KERNEL_PROVIDERS_NO_AUTOLOAD`` is set) and from ``plugins`` /
+    :meth:`register`. Discovery asks every provider concurrently, each under
+    ``discovery_timeout``; results are cached for ``cache_ttl`` seconds.
+    """
+
+    def __init__(self, config: Config | None = None, *, autoload: bool = True,
+                 plugins: Iterable[Any] = ()) -> None:
+        self.config = config if config is not None else load_config()
+        self.disabled = env_disabled() | set(self.config.disable)
+        self.manager = ProviderManager()
+        if autoload:
+            self.manager.load_entry_points(self.disabled)
+        for plugin in plugins:
+            self.register(plugin)
+        self._providers: dict[str, KernelProvider] | None = None
+        self._config_errors: dict[str, str] = {}
+        self._cache: dict[str, _Discovery] = {}
+
+    # --- plugins and providers -------------------------------------------------------
+
+    def register(self, plugin: Any, name: str | None = None) -> str:
+        """Register a plugin in code (apps, tests); returns its name."""
+        registered = self.manager.register_plugin(plugin, name)
+        self._providers = None
+        self._cache.clear()
+        return registered
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay (``finder.hook.kernel_started(...)``)."""
+        return self.manager.hook
+
+    @property
+    def plugin_errors(self) -> list[PluginError]:
+        """Plugins that failed to load or to register their providers."""
+        return list(self.manager.errors)
+
+    @property
+    def providers(self) -> dict[str, KernelProvider]:
+        """Registered providers by id, sorted, each configured from its config table."""
+        if self._providers is None:
+            found = self.manager.collect_providers(self.disabled)
+            self._config_errors = {}
+            for provider in found.values():
+                self._configure(provider)
+            self._providers = dict(sorted(found.items()))
+        return self._providers
+
+    def _configure(self, provider: KernelProvider) -> None:
+        table = self.config.provider_table(provider.id)
+        if provider.config_class is None:
+            return
+        where = f"{self.config.path or 'config'} [providers.{provider.id}]"
+        try:
+            provider.config = build_options(provider.config_class, table, where)
+        except ConfigError as exc:
+            self._config_errors[provider.id] = str(exc)
+
+    def _provider(self, provider_id: str) -> KernelProvider:
+        try:
+            return self.providers[provider_id]
+        except KeyError:
+            close = difflib.get_close_matches(provider_id, list(self.providers), n=3)
+            hint = (f"no provider {provider_id!r} is installed"
+                    + (" or enabled" if provider_id in self.disabled else ""))
+            raise NoSuchKernel(provider_id + "/...", [m + "/..." for m in close],
+                               hint) from None
+
+    # --- discovery ---------------------------------------------------------------------
+
+    async def find_kernels(self, refresh: bool = False,
+                           provider: str | None = None) -> list[KernelType]:
+        """Every kernel of every provider (or of ``provider``), sorted by id.
+
+        Providers whose cached answer is older than ``cache_ttl`` (or all, with
+        ``refresh``) are asked again, concurrently. A provider that fails or hangs is
+        reported in :attr:`reports` and contributes nothing.
+        """
+        ids = [provider] if provider is not None else list(self.providers)
+        if provider is not None:
+            self._provider(provider)
+        now = time.monotonic()
+        stale = [p for p in ids if refresh or p not in self._cache
+                 or now - self._cache[p].at > self.config.cache_ttl]
+        if stale:
+            results = await asyncio.gather(*(self._discover(self.providers[p]) for p in stale))
+            for pid, discovery in zip(stale, results, strict=True):
+                self._cache[pid] = discovery
+        kernels = [k for p in ids for k in self._cache[p].kernels]
+        return sorted(kernels, key=lambda k: k.id)
+
+    @property
+    def reports(self) -> list[ProviderReport]:
+        """The last discovery report of every provider (``not run`` before the first)."""
+        out = []
+        for pid, provider in self.providers.items():
+            if pid in self._cache:
+                out.append(self._cache[pid].report)
+            else:
+                out.append(self._new_report(provider))
+        return out
+
+    def _new_report(self, provider: KernelProvider) -> ProviderReport:
+        return ProviderReport(provider.id, provider.plugin_name, provider.distribution,
+                              provider.version)
+
+    async def _discover(self, provider: KernelProvider) -> _Discovery:
+        report = self._new_report(provider)
+        started = time.perf_counter()
+        kernels: list[KernelType] = []
+        if provider.id in self._config_errors:
+            report.status, report.message = "error", self._config_errors[provider.id]
+            return _Discovery(time.monotonic(), [], report)
+        problems: list[str] = []
+
+        async def ask() -> list[KernelType]:
+            _problems.set(problems)
+            return await provider.find_kernels()
+
+        try:
+            found = await asyncio.wait_for(ask(), self.config.discovery_timeout)
+            seen: set[str] = set()
+            for kernel in found:
+                if not isinstance(kernel, KernelType) or kernel.provider != provider.id:
+                    problems.append(f"ignored {kernel!r}: not a KernelType of {provider.id!r}")
+                elif kernel.id in seen:
+                    problems.append(f"ignored a second kernel with id {kernel.id!r}")
+                else:
+                    seen.add(kernel.id)
+                    kernels.append(kernel)
+            report.status = "ok"
+        except (asyncio.TimeoutError, TimeoutError):
+            report.status = "error"
+            report.message = (f"no answer within {self.config.discovery_timeout:g} s;"
+                              " raise discovery_timeout in the config, or disable it with"
+                              f" KERNEL_PROVIDERS_DISABLE={provider.id}")
+        except Exception as exc:
+            report.status = "error"
+            report.message = (str(exc) if isinstance(exc, KernelProviderError)
+                              else f"{type(exc).__name__}: {exc}")
+            log.debug("provider %s failed", provider.id, exc_info=True)
+        report.seconds = time.perf_counter() - started
+        report.kernel_count = len(kernels)
+        report.problems = problems
+        return _Discovery(time.monotonic(), sorted(kernels, key=lambda k: k.id), report)
+
+    async def get_kernel_type(self, kernel_id: str) -> KernelType:
+        """The kernel type with this id; :class:`NoSuchKernel` names close matches."""
+        provider_id, _, name = kernel_id.partition("/")
+        self._provider(provider_id)
+        for refresh in (False, True):  # a kernel installed since the cache was filled
+            kernels = await self.find_kernels(refresh=refresh, provider=provider_id)
+            for kernel in kernels:
+                if kernel.id == kernel_id:
+                    return kernel
+            if refresh is False and provider_id in self._cache and \
+                    time.monotonic() - self._cache[provider_id].at < 0.5:
+                break  # just discovered: asking again would find the same
+        report = self._cache[provider_id].report
+        everything = [k.id for d in self._cache.values() for k in d.kernels]
+        close = difflib.get_close_matches(kernel_id, everything, n=3, cutoff=0.5)
+        detail = f"provider {provider_id!r} failed: {report.message}" \
+            if report.status == "error" else ""
+        raise NoSuchKernel(kernel_id, close, detail)
+
+    # --- launching ---------------------------------------------------------------------
+
+    async def launch(self, kernel_id: str, options: LaunchOptions | None = None, *,
+                     wait_ready: bool = True) -> KernelLauncher:
+        """Start the kernel ``kernel_id`` and (by default) wait until it is ready.
+
+        Routes by the id's provider prefix; applies the ``kernel_launch_options``
+        hooks; on any failure the launch is cleaned up before the error propagates.
+        """
+        kernel_type = await self.get_kernel_type(kernel_id)
+        return await self._launch(kernel_type, options, wait_ready)
+
+    async def _launch(self, kernel_type: KernelType, options: LaunchOptions | None,
+                      wait_ready: bool) -> KernelLauncher:
+        if kernel_type.provider in self._config_errors:
+            raise ConfigError(self._config_errors[kernel_type.provider])
+        options = replace(options) if options is not None else LaunchOptions(
+            ready_timeout=self.config.ready_timeout)
+        options.env, options.params = dict(options.env), dict(options.params)
+        options.extra_argv = list(options.extra_argv)
+        self.hook.kernel_launch_options(kernel_type=kernel_type, options=options)
+        provider = self.providers[kernel_type.provider]
+        launcher = await provider.launch(kernel_type, options)
+        launcher.relaunch = lambda opts: self._launch(kernel_type, opts, True)
+        launcher.on_stopped = self._stopped
+        if wait_ready:
+            try:
+                await launcher.wait_ready(options.ready_timeout)
+            except BaseException:
+                await asyncio.shield(launcher.cleanup())
+                raise
+        try:
+            self.hook.kernel_started(launcher=launcher)
+        except Exception:
+            log.exception("a kernel_started hook failed for %s", kernel_type.id)
+        return launcher
+
+    def _stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+        self.hook.kernel_stopped(launcher=launcher, status=status)

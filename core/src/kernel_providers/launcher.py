@@ -1,0 +1,236 @@
+"""The launcher contract: what every provider's ``launch`` returns.
+
+The base class owns everything that is the same wherever a kernel runs (the ready check,
+interrupt in message mode, the shutdown sequence, restart, idempotent cleanup); a
+provider implements only the primitives that depend on where the kernel lives:
+``poll``, ``wait``, ``signal``, ``kill``, ``output`` and ``free_resources``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal as _signal
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from .connection import remove_connection_file
+from .errors import KernelDied, KernelProviderError, ReadyTimeout
+from .protocol import KernelConnection, Message, OutputCallback
+from .types import ConnectionInfo, KernelType, LaunchOptions
+
+__all__ = ["KernelLauncher", "OutputBuffer"]
+
+log = logging.getLogger(__name__)
+
+
+class OutputBuffer:
+    """The last ``limit`` bytes a kernel wrote to stdout/stderr (for diagnostics)."""
+
+    def __init__(self, limit: int = 64 * 1024) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def append(self, data: bytes) -> None:
+        """Add output, dropping the oldest bytes beyond the limit."""
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size > self.limit and len(self._chunks) > 1:
+            self._size -= len(self._chunks.popleft())
+        if self._size > self.limit:
+            only = self._chunks.pop()[-self.limit :]
+            self._chunks.append(only)
+            self._size = len(only)
+
+    def text(self) -> str:
+        """Everything kept, decoded leniently."""
+        return b"".join(self._chunks).decode("utf-8", "replace")
+
+
+class KernelLauncher:
+    """A running kernel, wherever it runs. Returned by every provider's ``launch``.
+
+    ``connection_info`` is reachable from the caller's machine (tunnels and published
+    ports already applied) and ``connection_file`` holds the same in a 0600 file.
+    Subclasses implement ``poll``, ``wait``, ``signal``, ``kill``, ``output`` and
+    ``free_resources``; they set ``connection_info`` and ``connection_file`` before
+    ``launch`` returns.
+    """
+
+    kernel_type: KernelType
+    connection_info: ConnectionInfo
+    connection_file: str
+    launch_options: LaunchOptions
+
+    def __init__(self, kernel_type: KernelType, connection_info: ConnectionInfo,
+                 connection_file: str, launch_options: LaunchOptions | None = None) -> None:
+        self.kernel_type = kernel_type
+        self.connection_info = connection_info
+        self.connection_file = connection_file
+        self.launch_options = launch_options or LaunchOptions()
+        self.kernel_info: dict[str, Any] | None = None
+        self._cleaned = False
+        self._cleanup_lock = asyncio.Lock()
+        # Set by KernelFinder.launch: how to start the same kernel again, and who hears
+        # about its end (the kernel_stopped hook).
+        self.relaunch: Callable[[LaunchOptions], Awaitable[KernelLauncher]] | None = None
+        self.on_stopped: Callable[[KernelLauncher, int | None], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kernel_type.id} status={self.poll()!r}>"
+
+    # --- primitives every provider implements ------------------------------------
+
+    def poll(self) -> int | None:
+        """``None`` while the kernel runs, else its exit status (as ``wait`` returns it).
+
+        Called often (liveness checks during the ready check and while code runs): it
+        must not block.
+        """
+        raise NotImplementedError
+
+    async def wait(self) -> int | None:
+        """Wait for the kernel to end and return its exit status.
+
+        An int, negative when the kernel was killed by that signal (as Popen), or
+        ``None`` only where the provider cannot know it.
+        """
+        raise NotImplementedError
+
+    async def signal(self, signum: int) -> None:
+        """Deliver ``signum`` to the kernel (and its process group) wherever it runs."""
+        raise NotImplementedError
+
+    async def kill(self) -> None:
+        """End the kernel at once (SIGKILL or the equivalent)."""
+        raise NotImplementedError
+
+    @property
+    def output(self) -> str:
+        """The kernel's captured stdout/stderr (bounded), for diagnostics."""
+        raise NotImplementedError
+
+    async def free_resources(self) -> None:
+        """Free what the launch made besides the connection file: containers, tunnels,
+        remote files. Called once, by ``cleanup``, after the kernel has ended."""
+
+    # --- the shared behaviour ------------------------------------------------------
+
+    def connect(self) -> KernelConnection:
+        """A new protocol connection to this kernel (close it, or use ``async with``)."""
+        return KernelConnection(self.connection_info)
+
+    async def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
+        """Return once the kernel answers ``kernel_info_request`` and iopub delivers.
+
+        Returns the kernel_info reply content. Raises :class:`KernelDied` (with the
+        kernel's output) if it ends first, :class:`ReadyTimeout` after ``timeout``
+        seconds (default: the launch options' ``ready_timeout``).
+        """
+        timeout = self.launch_options.ready_timeout if timeout is None else timeout
+        where = f"kernel {self.kernel_type.id!r}"
+        try:
+            async with self.connect() as conn:
+                reply = await conn.wait_ready(timeout, lambda: self.poll() is None)
+        except ConnectionAbortedError:
+            status = await self.wait()
+            await asyncio.sleep(0.05)  # let the output reader take the last lines
+            raise KernelDied(
+                f"{where} ended while starting (exit status {status})", self.output, status
+            ) from None
+        except TimeoutError:
+            raise ReadyTimeout(
+                f"{where} did not answer within {timeout:g} s; raise the ready timeout"
+                " if it is slow to start, or check its output", self.output) from None
+        self.kernel_info = reply["content"]
+        return reply["content"]
+
+    async def execute(self, code: str, on_output: OutputCallback | None = None,
+                      timeout: float | None = None) -> Message:
+        """Run ``code`` and return the execute_reply; iopub messages go to ``on_output``."""
+        async with self.connect() as conn:
+            try:
+                return await conn.execute(code, on_output, timeout,
+                                          is_alive=lambda: self.poll() is None)
+            except ConnectionAbortedError:
+                raise KernelDied(f"kernel {self.kernel_type.id!r} ended while running code",
+                                 self.output, self.poll()) from None
+
+    async def interrupt(self) -> None:
+        """Interrupt what the kernel is doing, honouring its ``interrupt_mode``.
+
+        ``signal``: SIGINT wherever the kernel runs; ``message``: ``interrupt_request``
+        on the control channel.
+        """
+        if self.kernel_type.interrupt_mode == "message":
+            async with self.connect() as conn:
+                if await conn.interrupt() is None:
+                    raise KernelProviderError(
+                        f"kernel {self.kernel_type.id!r} did not answer interrupt_request;"
+                        " it may be stuck: restart it")
+        else:
+            await self.signal(_signal.SIGINT)
+
+    async def shutdown(self, timeout: float = 10.0) -> int | None:
+        """Stop the kernel politely, then firmly; then ``cleanup``. Returns the status.
+
+        ``shutdown_request`` on control and up to ``timeout`` seconds to exit, then
+        SIGTERM and a few seconds more, then ``kill``.
+        """
+        if self.poll() is None:
+            with contextlib.suppress(Exception):
+                async with self.connect() as conn:
+                    await conn.shutdown(timeout=min(timeout, 5.0))
+            if not await self._wait_for(timeout):
+                with contextlib.suppress(ProcessLookupError, KernelProviderError):
+                    await self.signal(_signal.SIGTERM)
+                if not await self._wait_for(3.0):
+                    await self.kill()
+        status = await self.wait()
+        await self.cleanup()
+        return status
+
+    async def _wait_for(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.wait(), seconds)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        return True
+
+    async def restart(self, timeout: float = 10.0) -> KernelLauncher:
+        """Shut this kernel down and start the same kernel type again.
+
+        The new kernel reuses the key and, where it can, the ports, so clients connected
+        to the old one keep working. Returns the new launcher; this one is cleaned up.
+        """
+        if self.relaunch is None:
+            raise KernelProviderError(
+                f"kernel {self.kernel_type.id!r} cannot restart: it was not started through"
+                " KernelFinder.launch (which knows how to start it again)")
+        await self.shutdown(timeout)
+        options = replace(self.launch_options, connection_info=dict(self.connection_info))  # type: ignore[arg-type]
+        return await self.relaunch(options)
+
+    async def cleanup(self) -> None:
+        """Free everything the launch made; kills the kernel if it still runs. Idempotent."""
+        async with self._cleanup_lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            try:
+                if self.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        await self.kill()
+                    await self.wait()
+                await self.free_resources()
+            finally:
+                remove_connection_file(self.connection_file)
+                if self.on_stopped is not None:
+                    try:
+                        self.on_stopped(self, self.poll())
+                    except Exception:
+                        log.exception("kernel_stopped hook failed for %s", self.kernel_type.id)

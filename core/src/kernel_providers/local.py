@@ -1,0 +1,290 @@
+"""Local kernel processes: the one launcher used by every provider that runs a kernel on
+this machine (kernelspecs, conda and virtualenv environments, and plugins).
+
+Ports: ipykernel binds random ports itself when its connection file says 0 and writes
+the real ones back, which is race-free, so that is used whenever the kernel is known to
+do it; other kernels get allocated ports and are restarted with new ones if the
+kernel reports that a port was taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import re
+import signal as _signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+from .connection import (
+    PORT_NAMES,
+    allocate_ports,
+    new_connection_info,
+    read_connection_file,
+    remove_connection_file,
+    write_connection_file,
+)
+from .errors import KernelDied, LaunchFailed, ReadyTimeout
+from .launcher import KernelLauncher, OutputBuffer
+from .types import ConnectionInfo, KernelType, LaunchOptions
+
+__all__ = ["LocalLauncher", "PortStrategy", "build_env", "launch_local", "substitute_argv"]
+
+PortStrategy = Literal["kernel-binds", "allocate"]
+
+_BIND_FAILURE = re.compile(r"address already in use|EADDRINUSE", re.IGNORECASE)
+_BIND_RETRIES = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def _libc_prctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _libc_prctl()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # Runs in the child between fork and exec: SIGKILL when the manager dies (Linux), so
+    # a killed manager never leaves a kernel behind. ipykernel's JPY_PARENT_PID poller
+    # is the second line on other systems.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def substitute_argv(argv: Sequence[str], connection_file: str,
+                    resource_dir: str | None = None) -> list[str]:
+    """Replace ``{connection_file}`` and ``{resource_dir}`` in every argument."""
+    values = {"connection_file": connection_file, "resource_dir": resource_dir or ""}
+    out = []
+    for arg in argv:
+        for name, value in values.items():
+            arg = arg.replace("{" + name + "}", value)
+        out.append(arg)
+    return out
+
+
+def build_env(*layers: Mapping[str, str] | None) -> dict[str, str]:
+    """``os.environ`` with each layer merged over it in turn.
+
+    Values may refer to the variables below them as ``${NAME}`` (as kernelspecs do, e.g.
+    ``"PATH": "/opt/bin:${PATH}"``).
+    """
+    env = dict(os.environ)
+    for layer in layers:
+        if layer:
+            env.update({k: Template(str(v)).safe_substitute(env) for k, v in layer.items()})
+    return env
+
+
+def binds_own_ports(argv: Sequence[str]) -> bool:
+    """Whether this argv starts ipykernel, which binds random ports when told 0."""
+    joined = " ".join(argv)
+    return "ipykernel_launcher" in joined or re.search(r"-m\s+ipykernel\b", joined) is not None
+
+
+class LocalLauncher(KernelLauncher):
+    """A kernel running as a child process of this one, in its own process group."""
+
+    def __init__(self, kernel_type: KernelType, connection_info: ConnectionInfo,
+                 connection_file: str, launch_options: LaunchOptions,
+                 process: asyncio.subprocess.Process, output: OutputBuffer,
+                 respawn: _Spawner) -> None:
+        super().__init__(kernel_type, connection_info, connection_file, launch_options)
+        self.process = process
+        self._output = output
+        self._reader: asyncio.Task[None] | None = None
+        self._respawn = respawn
+
+    @property
+    def pid(self) -> int:
+        """The kernel's process id (also its process group id)."""
+        return self.process.pid
+
+    @property
+    def output(self) -> str:
+        """The kernel's stdout and stderr, interleaved, last 64 KiB."""
+        return self._output.text()
+
+    def poll(self) -> int | None:
+        """The process's return code, ``None`` while it runs."""
+        return self.process.returncode
+
+    async def wait(self) -> int | None:
+        """Wait for the process; negative status when a signal ended it."""
+        return await self.process.wait()
+
+    async def signal(self, signum: int) -> None:
+        """Send ``signum`` to the kernel's whole process group."""
+        if self.poll() is not None:
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(self.pid, signum)
+
+    async def kill(self) -> None:
+        """SIGKILL the kernel's process group."""
+        await self.signal(_signal.SIGKILL)
+
+    async def wait_ready(self, timeout: float | None = None) -> dict:  # type: ignore[type-arg]
+        """As the contract, restarting the kernel on new ports after a bind failure."""
+        for attempt in range(_BIND_RETRIES + 1):
+            try:
+                return await super().wait_ready(timeout)
+            except KernelDied as died:
+                if attempt == _BIND_RETRIES or not _BIND_FAILURE.search(died.output):
+                    raise
+            await self._respawn.again(self)
+        raise AssertionError("unreachable")
+
+    async def free_resources(self) -> None:
+        """Reap anything the kernel left in its process group; stop reading output."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, _signal.SIGKILL)
+        if self._reader is not None and not self._reader.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+            except (asyncio.TimeoutError, TimeoutError):
+                self._reader.cancel()
+
+
+async def _read_output(stream: asyncio.StreamReader, buffer: OutputBuffer) -> None:
+    while chunk := await stream.read(4096):
+        buffer.append(chunk)
+
+
+class _Spawner:
+    """Starts (and, after a bind failure, restarts) one local kernel process."""
+
+    def __init__(self, kernel_type: KernelType, argv: Sequence[str], env: dict[str, str],
+                 cwd: str | None, resource_dir: str | None, options: LaunchOptions,
+                 strategy: PortStrategy) -> None:
+        self.kernel_type, self.argv, self.env, self.cwd = kernel_type, argv, env, cwd
+        self.resource_dir, self.options, self.strategy = resource_dir, options, strategy
+
+    def _connection_info(self, first: bool) -> ConnectionInfo:
+        reuse = self.options.connection_info
+        if first and reuse and all(reuse.get(p) for p in PORT_NAMES):
+            info = new_connection_info({p: reuse[p] for p in PORT_NAMES},  # type: ignore[literal-required]
+                                       kernel_name=self.kernel_type.name)
+            info["key"] = reuse.get("key") or info["key"]
+            return info
+        ports = allocate_ports() if self.strategy == "allocate" else None
+        info = new_connection_info(ports, kernel_name=self.kernel_type.name)
+        if reuse and reuse.get("key"):
+            info["key"] = reuse["key"]
+        return info
+
+    async def start(self, first: bool = True
+                    ) -> tuple[asyncio.subprocess.Process, OutputBuffer, ConnectionInfo, Path]:
+        info = self._connection_info(first)
+        path = write_connection_file(info)
+        argv = substitute_argv(self.argv, str(path), self.resource_dir)
+        output = OutputBuffer()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=self.env, cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_parent_watch(os.getpid()),
+            )
+        except OSError as exc:
+            remove_connection_file(path)
+            raise LaunchFailed(
+                f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {exc.strerror};"
+                " check the kernel's argv (is the program installed?)") from None
+        return process, output, info, path
+
+    async def again(self, launcher: LocalLauncher) -> None:
+        """Replace ``launcher``'s dead process with a new one on new ports."""
+        await launcher.free_resources()
+        remove_connection_file(launcher.connection_file)
+        process, output, info, path = await self.start(first=False)
+        launcher.process, launcher._output = process, output
+        launcher.connection_info, launcher.connection_file = info, str(path)
+        launcher._reader = _start_reader(process, output)
+        await _settle_ports(launcher, self)
+
+
+def _parent_watch(parent_pid: int):  # type: ignore[no-untyped-def]
+    return lambda: _die_with_parent(parent_pid)
+
+
+def _start_reader(process: asyncio.subprocess.Process,
+                  output: OutputBuffer) -> asyncio.Task[None] | None:
+    if process.stdout is None:
+        return None
+    return asyncio.ensure_future(_read_output(process.stdout, output))
+
+
+async def _settle_ports(launcher: LocalLauncher, spawner: _Spawner) -> None:
+    """For kernels that bind their own ports: wait until the file shows them."""
+    if all(launcher.connection_info.get(p) for p in PORT_NAMES):
+        return
+    path = Path(launcher.connection_file)
+    timeout = spawner.options.ready_timeout
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while time.monotonic() < deadline:
+        info = read_connection_file(path)
+        if info and all(info.get(p) for p in PORT_NAMES):
+            if info.get("key") != launcher.connection_info["key"]:
+                raise LaunchFailed(f"kernel {launcher.kernel_type.id!r} rewrote its"
+                                   f" connection file {path} with another key")
+            launcher.connection_info = info
+            return
+        if launcher.poll() is not None:
+            await asyncio.sleep(0.05)
+            raise KernelDied(
+                f"kernel {launcher.kernel_type.id!r} ended while starting"
+                f" (exit status {launcher.poll()})", launcher.output, launcher.poll())
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    raise ReadyTimeout(
+        f"kernel {launcher.kernel_type.id!r} did not write its ports to {path} within"
+        f" {timeout:g} s", launcher.output)
+
+
+async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: LaunchOptions,
+                       *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+                       resource_dir: str | None = None,
+                       port_strategy: PortStrategy | None = None) -> LocalLauncher:
+    """Start ``argv`` as a local kernel and return its launcher.
+
+    ``env`` (the kernel's own, e.g. from kernel.json) and then ``options.env`` are merged
+    over this process's environment. The kernel runs in its own session and process
+    group and dies with this process (Linux). On return, ``connection_info`` holds the
+    kernel's real ports; the kernel may still be starting (``wait_ready`` tells).
+    Nothing is left behind if this raises.
+    """
+    if not argv:
+        raise LaunchFailed(f"kernel {kernel_type.id!r} has an empty argv")
+    strategy = port_strategy or ("kernel-binds" if binds_own_ports(argv) else "allocate")
+    full_env = build_env(env, options.env, {"JPY_PARENT_PID": str(os.getpid())})
+    spawner = _Spawner(kernel_type, [*argv, *options.extra_argv], full_env,
+                       options.cwd or cwd, resource_dir, options, strategy)
+    process, output, info, path = await spawner.start()
+    launcher = LocalLauncher(kernel_type, info, str(path), options, process, output, spawner)
+    launcher._reader = _start_reader(process, output)
+    try:
+        await _settle_ports(launcher, spawner)
+    except BaseException:
+        await launcher.cleanup()
+        raise
+    return launcher

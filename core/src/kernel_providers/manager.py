@@ -1,0 +1,142 @@
+"""The plugin manager: tolerant entry-point loading and provider registration."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .provider import KernelProvider
+from .types import validate_provider_id
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginError", "ProviderManager", "env_disabled"]
+
+ENTRY_POINT_GROUP = "kernel_providers"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginError:
+    """A plugin (or one of its providers) that could not be loaded, and why."""
+
+    plugin: str
+    distribution: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" (from {self.distribution})" if self.distribution else ""
+        return (f"plugin {self.plugin!r}{where}: {self.message}; set"
+                f" KERNEL_PROVIDERS_DISABLE={self.plugin} to skip it")
+
+
+def env_disabled() -> set[str]:
+    """Plugin names and provider ids listed in ``KERNEL_PROVIDERS_DISABLE``."""
+    return {n.strip() for n in os.environ.get("KERNEL_PROVIDERS_DISABLE", "").split(",")
+            if n.strip()}
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class ProviderManager(pluggy.PluginManager):
+    """pluggy's PluginManager for the ``kernel_providers`` project.
+
+    Loads entry points one by one (a broken plugin is recorded, never fatal), asks each
+    plugin for its providers separately and stamps every provider with the plugin and
+    distribution it came from.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.errors: list[PluginError] = []
+        self._origins: dict[str, tuple[str | None, str | None]] = {}
+        if _truthy("KERNEL_PROVIDERS_TRACE"):
+            self.trace.root.setwriter(sys.stderr.write)
+            self.enable_tracing()
+
+    def register_plugin(self, plugin: Any, name: str | None = None,
+                        distribution: str | None = None, version: str | None = None) -> str:
+        """Register ``plugin`` (a module or object with hookimpls); returns its name."""
+        registered = self.register(plugin, name=name)
+        assert registered is not None  # None only for blocked names, which we never block
+        self._origins[registered] = (distribution, version)
+        return registered
+
+    def load_entry_points(self, disabled: set[str] | frozenset[str] = frozenset()) -> None:
+        """Load every plugin of the ``kernel_providers`` entry-point group, one by one.
+
+        Skipped when ``KERNEL_PROVIDERS_NO_AUTOLOAD`` is set. A plugin named in
+        ``disabled`` is not imported at all.
+        """
+        if _truthy("KERNEL_PROVIDERS_NO_AUTOLOAD"):
+            return
+        seen: set[str] = set()
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                         key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            if ep.name in disabled or ep.name in seen or self.has_plugin(ep.name):
+                continue
+            seen.add(ep.name)
+            try:
+                plugin = ep.load()
+                self.register_plugin(plugin, ep.name, dist, version)
+            except Exception as exc:
+                self._fail(ep.name, dist, f"failed to load: {type(exc).__name__}: {exc}")
+
+    def _fail(self, plugin: str, dist: str | None, message: str) -> None:
+        error = PluginError(plugin, dist, message)
+        self.errors.append(error)
+        log.warning("%s", error)
+        log.debug("%s", traceback.format_exc())
+
+    def collect_providers(self, disabled: set[str] | frozenset[str] = frozenset()
+                          ) -> dict[str, KernelProvider]:
+        """Call every plugin's ``register_kernel_providers`` on its own.
+
+        One failing plugin cannot hide the others (a plain hook call would stop at the
+        first exception). Providers whose id is in ``disabled`` are left out; a
+        duplicate id keeps the first provider and reports both distributions.
+        """
+        providers: dict[str, KernelProvider] = {}
+        for impl in reversed(self.hook.register_kernel_providers.get_hookimpls()):
+            name = impl.plugin_name
+            dist, version = self._origins.get(name, (None, None))
+            try:
+                result = impl.function()
+                yielded = list(result or ())
+            except Exception as exc:
+                self._fail(name, dist, f"register_kernel_providers raised"
+                           f" {type(exc).__name__}: {exc}")
+                continue
+            for provider in yielded:
+                if not isinstance(provider, KernelProvider):
+                    self._fail(name, dist, f"yielded {provider!r}, not a KernelProvider")
+                    continue
+                try:
+                    validate_provider_id(provider.id)
+                except ValueError as exc:
+                    self._fail(name, dist, str(exc))
+                    continue
+                if provider.id in disabled:
+                    continue
+                if provider.id in providers:
+                    first = providers[provider.id]
+                    self._fail(name, dist, f"provider id {provider.id!r} is already taken by"
+                               f" plugin {first.plugin_name!r} (from {first.distribution});"
+                               " the first one is kept")
+                    continue
+                provider.plugin_name, provider.distribution, provider.version = (
+                    name, dist, version)
+                providers[provider.id] = provider
+        return providers

@@ -1,0 +1,285 @@
+"""The few Jupyter messages the core itself speaks, on pyzmq.
+
+Signed messages (HMAC-SHA256), the ready check, ``execute_request`` with output
+streaming, ``interrupt_request`` and ``shutdown_request``. Full clients (jupyter_client,
+nbclient) remain the tools for everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from .errors import KernelProviderError
+from .types import ConnectionInfo
+
+__all__ = ["DELIMITER", "KernelConnection", "Message", "ProtocolError", "Session"]
+
+DELIMITER = b"<IDS|MSG>"
+PROTOCOL_VERSION = "5.3"
+
+Message = dict[str, Any]
+OutputCallback = Callable[[Message], None]
+
+_context: zmq.asyncio.Context | None = None
+
+
+def _zmq_context() -> zmq.asyncio.Context:
+    # One context per process: creating one starts I/O threads, which costs a launch time.
+    global _context
+    if _context is None or _context.closed:
+        _context = zmq.asyncio.Context()
+    return _context
+
+
+class ProtocolError(KernelProviderError):
+    """A message could not be read: bad framing, bad JSON or a wrong signature."""
+
+
+class Session:
+    """Builds and reads signed Jupyter wire messages for one kernel's key."""
+
+    def __init__(self, key: str | bytes, signature_scheme: str = "hmac-sha256") -> None:
+        if signature_scheme not in ("hmac-sha256", ""):
+            raise ProtocolError(
+                f"unsupported signature scheme {signature_scheme!r}: only hmac-sha256 is"
+                " spoken by kernel-providers"
+            )
+        self.key = key.encode() if isinstance(key, str) else key
+        self.session_id = uuid.uuid4().hex
+        self.username = os.environ.get("USER", "kernel-providers")
+
+    def sign(self, parts: list[bytes]) -> bytes:
+        """The hex HMAC-SHA256 of header, parent header, metadata and content."""
+        if not self.key:
+            return b""
+        mac = hmac.new(self.key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        return mac.hexdigest().encode()
+
+    def message(self, msg_type: str, content: dict[str, Any] | None = None) -> Message:
+        """A new message dict with a fresh header."""
+        return {
+            "header": {
+                "msg_id": uuid.uuid4().hex,
+                "msg_type": msg_type,
+                "username": self.username,
+                "session": self.session_id,
+                "date": datetime.now(timezone.utc).isoformat(),
+                "version": PROTOCOL_VERSION,
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": content or {},
+            "buffers": [],
+        }
+
+    def serialize(self, msg: Message) -> list[bytes]:
+        """Wire frames (delimiter, signature, four JSON parts) for ``msg``."""
+        parts = [
+            json.dumps(msg[name], default=str).encode()
+            for name in ("header", "parent_header", "metadata", "content")
+        ]
+        return [DELIMITER, self.sign(parts), *parts]
+
+    def deserialize(self, frames: list[bytes]) -> Message:
+        """Read wire frames (identities allowed before the delimiter); check the signature."""
+        try:
+            start = frames.index(DELIMITER) + 1
+        except ValueError:
+            raise ProtocolError("message without the <IDS|MSG> delimiter") from None
+        if len(frames) < start + 5:
+            raise ProtocolError(f"message with {len(frames) - start} parts, expected >= 5")
+        signature, parts = frames[start], frames[start + 1 : start + 5]
+        if self.key and not hmac.compare_digest(signature, self.sign(parts)):
+            raise ProtocolError("message with an invalid signature (wrong key?)")
+        try:
+            header, parent, metadata, content = (json.loads(p) for p in parts)
+        except ValueError as exc:
+            raise ProtocolError(f"message with invalid JSON: {exc}") from None
+        return {
+            "header": header,
+            "parent_header": parent,
+            "metadata": metadata,
+            "content": content,
+            "buffers": frames[start + 5 :],
+            "msg_type": header.get("msg_type"),
+        }
+
+
+class KernelConnection:
+    """Shell, iopub and control sockets to one kernel, opened on demand.
+
+    Use as ``async with KernelConnection(info) as conn:``; every socket closes on exit.
+    """
+
+    def __init__(self, connection_info: ConnectionInfo) -> None:
+        self.info = connection_info
+        self.session = Session(connection_info.get("key", ""),
+                               connection_info.get("signature_scheme", "hmac-sha256"))
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+
+    async def __aenter__(self) -> KernelConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every socket this connection opened."""
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+
+    def _url(self, channel: str) -> str:
+        transport = self.info.get("transport", "tcp")
+        ip = self.info.get("ip", "127.0.0.1")
+        port = self.info[f"{channel}_port"]  # type: ignore[literal-required]
+        if transport == "ipc":
+            return f"ipc://{ip}-{port}"
+        return f"{transport}://{ip}:{port}"
+
+    def socket(self, channel: str) -> zmq.asyncio.Socket:
+        """The socket of ``channel`` (shell, iopub or control), connected on first use."""
+        if channel not in self._sockets:
+            kind = zmq.SUB if channel == "iopub" else zmq.DEALER
+            sock = _zmq_context().socket(kind)
+            sock.linger = 0
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            else:
+                sock.identity = uuid.uuid4().hex.encode()
+            sock.connect(self._url(channel))
+            self._sockets[channel] = sock
+        return self._sockets[channel]
+
+    async def send(self, channel: str, msg_type: str,
+                   content: dict[str, Any] | None = None) -> Message:
+        """Send a request on ``channel``; returns the message sent (for its msg_id)."""
+        msg = self.session.message(msg_type, content)
+        await self.socket(channel).send_multipart(self.session.serialize(msg))
+        return msg
+
+    async def receive(self, channel: str, timeout: float | None) -> Message | None:
+        """The next message on ``channel``, or ``None`` after ``timeout`` seconds."""
+        sock = self.socket(channel)
+        if timeout is not None and timeout != float("inf") and not await sock.poll(
+            int(timeout * 1000)
+        ):
+            return None
+        return self.session.deserialize(await sock.recv_multipart())
+
+    async def request(self, channel: str, msg_type: str, content: dict[str, Any] | None = None,
+                      timeout: float = 10.0) -> Message | None:
+        """Send a request and return its reply, or ``None`` if none came in ``timeout``."""
+        sent = await self.send(channel, msg_type, content)
+        return await self.reply_to(channel, sent, timeout)
+
+    async def reply_to(self, channel: str, sent: Message, timeout: float) -> Message | None:
+        """Wait for the reply to ``sent``, skipping late replies to older requests."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            reply = await self.receive(channel, left)
+            if reply is None:
+                return None
+            if reply["parent_header"].get("msg_id") == sent["header"]["msg_id"]:
+                return reply
+        return None
+
+    async def wait_ready(self, timeout: float, is_alive: Callable[[], bool]) -> Message:
+        """Return the ``kernel_info_reply`` once shell answers **and** iopub delivers.
+
+        A SUB socket misses what the kernel publishes before the subscription is in
+        place, so kernel_info requests are repeated until iopub shows a message.
+        Raises ``TimeoutError`` after ``timeout`` and ``ConnectionAbortedError`` as soon
+        as ``is_alive()`` turns false.
+        """
+        deadline = time.monotonic() + timeout
+        self.socket("iopub")
+        info: Message | None = None
+        attempt_timeout = 0.25
+        while True:
+            if not is_alive():
+                raise ConnectionAbortedError("the kernel ended before it was ready")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no kernel_info_reply" if info is None else "iopub silent")
+            sent = await self.send("shell", "kernel_info_request")
+            reply = await self.reply_to("shell", sent, min(attempt_timeout, left))
+            if reply is not None:
+                info = reply
+                if await self.receive("iopub", min(0.2, max(left, 0))) is not None:
+                    await self._drain("iopub")
+                    return info
+            attempt_timeout = min(attempt_timeout * 2, 1.0)
+
+    async def _drain(self, channel: str) -> None:
+        while await self.receive(channel, 0) is not None:
+            pass
+
+    async def execute(self, code: str, on_output: OutputCallback | None = None,
+                      timeout: float | None = None,
+                      is_alive: Callable[[], bool] | None = None) -> Message:
+        """Run ``code``; pass every iopub message it causes to ``on_output``.
+
+        Returns the ``execute_reply`` once the kernel is idle again. Raises
+        ``TimeoutError`` after ``timeout`` and ``ConnectionAbortedError`` if the kernel
+        ends meanwhile (checked through ``is_alive``).
+        """
+        self.socket("iopub")
+        await self._drain("iopub")
+        sent = await self.send("shell", "execute_request", {
+            "code": code, "silent": False, "store_history": True,
+            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
+        })
+        msg_id = sent["header"]["msg_id"]
+
+        async def outputs_until_idle() -> None:
+            while True:
+                msg = await self.receive("iopub", None)
+                if msg is None or msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "status":
+                    if msg["content"].get("execution_state") == "idle":
+                        return
+                elif on_output is not None:
+                    on_output(msg)
+
+        idle_task = asyncio.ensure_future(outputs_until_idle())
+        reply_task = asyncio.ensure_future(self.reply_to("shell", sent, float("inf")))
+        tasks = {idle_task, reply_task}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            pending = set(tasks)
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=0.2)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"code still running after {timeout} s")
+                if pending and is_alive is not None and not is_alive():
+                    raise ConnectionAbortedError("the kernel ended while running code")
+        finally:
+            for task in tasks:
+                task.cancel()
+        reply = reply_task.result()
+        assert reply is not None  # reply_to without a deadline only returns a reply
+        return reply
+
+    async def interrupt(self, timeout: float = 5.0) -> Message | None:
+        """Send ``interrupt_request`` on control; the reply, or ``None`` if none came."""
+        return await self.request("control", "interrupt_request", {}, timeout)
+
+    async def shutdown(self, restart: bool = False, timeout: float = 5.0) -> Message | None:
+        """Send ``shutdown_request`` on control; the reply, or ``None`` if none came."""
+        return await self.request("control", "shutdown_request", {"restart": restart}, timeout)

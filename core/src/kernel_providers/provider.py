@@ -1,0 +1,65 @@
+"""The provider base class, and how providers report problems while they discover."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .launcher import KernelLauncher
+    from .types import KernelType, LaunchOptions
+
+__all__ = ["KernelProvider", "report_problem"]
+
+_problems: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "kernel_providers_problems", default=None)
+
+
+def report_problem(message: str) -> None:
+    """Report a problem found during discovery that does not stop it (a malformed
+    kernel.json, a broken environment). The finder shows it with the provider's status;
+    outside a discovery it is ignored."""
+    problems = _problems.get()
+    if problems is not None:
+        problems.append(message)
+
+
+class KernelProvider:
+    """A source of kernels: answers *which kernels can you start?* and *start this one*.
+
+    Subclasses set ``id`` (the prefix of their kernel ids) and implement
+    ``find_kernels`` and ``launch``. ``config_class`` (a dataclass) declares the options
+    read from ``[providers.<id>]`` in the configuration file; the validated instance is
+    in ``self.config``. ``plugin_name``, ``distribution`` and ``version`` are stamped by
+    the plugin manager when the provider is registered.
+    """
+
+    id: ClassVar[str] = ""
+    config_class: ClassVar[type[Any] | None] = None
+
+    config: Any = None
+    plugin_name: str = ""
+    distribution: str | None = None
+    version: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} from {self.distribution or self.plugin_name}>"
+
+    async def find_kernels(self) -> list[KernelType]:
+        """Return the kernel types this provider can start now.
+
+        Called by the finder, concurrently with other providers and under a timeout.
+        Raise :class:`~kernel_providers.ProviderUnavailable` (with what to do) when the
+        whole provider cannot work; call :func:`report_problem` for single bad entries.
+        """
+        raise NotImplementedError
+
+    async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
+        """Start ``kernel_type`` (one of this provider's) and return its launcher.
+
+        Called by :meth:`KernelFinder.launch` after the ``kernel_launch_options`` hooks.
+        Return as soon as ``connection_info`` is known; the finder then waits for the
+        kernel to be ready. Raise :class:`~kernel_providers.LaunchFailed` with the
+        kernel's output on failure, leaving nothing behind.
+        """
+        raise NotImplementedError

@@ -1,0 +1,106 @@
+"""Small typed values shared by the core and every provider."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypedDict
+
+__all__ = ["ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions"]
+
+InterruptMode = Literal["signal", "message"]
+
+_PROVIDER_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+class ConnectionInfo(TypedDict, total=False):
+    """The content of a Jupyter connection file."""
+
+    transport: str
+    ip: str
+    shell_port: int
+    iopub_port: int
+    stdin_port: int
+    control_port: int
+    hb_port: int
+    key: str
+    signature_scheme: str
+    kernel_name: str
+
+
+@dataclass(frozen=True)
+class KernelType:
+    """A kind of kernel a provider can start, e.g. ``spec/python3`` or ``docker/img:1.2``.
+
+    ``id`` is ``"<provider>/<name>"``: globally unique and stable across runs.
+    ``metadata`` is free-form JSON; ``resources`` maps resource names (``logo-64x64``,
+    ``kernel.js`` ...) to paths or URLs.
+    """
+
+    id: str
+    display_name: str
+    language: str
+    provider: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, str] = field(default_factory=dict)
+    interrupt_mode: InterruptMode = "signal"
+
+    def __post_init__(self) -> None:
+        prefix, sep, name = self.id.partition("/")
+        if not sep or not name:
+            raise ValueError(f"kernel id {self.id!r} must look like '<provider>/<name>'")
+        if prefix != self.provider:
+            raise ValueError(
+                f"kernel id {self.id!r} must start with its provider id {self.provider!r}"
+            )
+        if self.interrupt_mode not in ("signal", "message"):
+            raise ValueError(
+                f"kernel {self.id!r}: interrupt_mode must be 'signal' or 'message',"
+                f" not {self.interrupt_mode!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        """The part of the id after the provider prefix."""
+        return self.id.partition("/")[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape printed by ``kernel-providers list --json``."""
+        data = asdict(self)
+        return {
+            "id": data["id"],
+            "provider": data["provider"],
+            "name": self.name,
+            "display_name": data["display_name"],
+            "language": data["language"],
+            "metadata": data["metadata"],
+            "resources": data["resources"],
+            "interrupt_mode": data["interrupt_mode"],
+        }
+
+
+@dataclass
+class LaunchOptions:
+    """What a caller (or a ``kernel_launch_options`` hook) may set for one launch.
+
+    ``env`` is merged over the kernel's own environment; ``extra_argv`` is appended to
+    its argv; ``params`` carries provider-specific options (mounts, limits ...).
+    ``connection_info`` reuses a key and ports (a restart keeps clients connected).
+    """
+
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    extra_argv: list[str] = field(default_factory=list)
+    ready_timeout: float = 60.0
+    params: dict[str, Any] = field(default_factory=dict)
+    connection_info: ConnectionInfo | None = None
+
+
+def validate_provider_id(provider_id: str) -> str:
+    """Return ``provider_id`` if it is a valid provider id, else raise ``ValueError``."""
+    if not _PROVIDER_ID.match(provider_id):
+        raise ValueError(
+            f"provider id {provider_id!r} must be lowercase letters, digits, '-' or '_',"
+            " starting with a letter"
+        )
+    return provider_id

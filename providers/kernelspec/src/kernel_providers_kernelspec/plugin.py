@@ -1,0 +1,15 @@
+"""The entry point of the kernelspec plugin: registers the ``spec`` provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kernel_providers import KernelProvider, hookimpl
+
+from .provider import KernelSpecProvider
+
+
+@hookimpl
+def register_kernel_providers() -> Iterator[KernelProvider]:
+    """Yield the kernelspec provider."""
+    yield KernelSpecProvider()
