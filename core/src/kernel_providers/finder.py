@@ -67,13 +67,13 @@ class KernelFinder:
         self.config = config if config is not None else load_config()
         self.disabled = env_disabled() | set(self.config.disable)
         self.manager = ProviderManager()
+        self._providers: dict[str, KernelProvider] | None = None
+        self._config_errors: dict[str, str] = {}
+        self._cache: dict[str, _Discovery] = {}
         if autoload:
             self.manager.load_entry_points(self.disabled)
         for plugin in plugins:
             self.register(plugin)
-        self._providers: dict[str, KernelProvider] | None = None
-        self._config_errors: dict[str, str] = {}
-        self._cache: dict[str, _Discovery] = {}
 
     # --- plugins and providers -------------------------------------------------------
 

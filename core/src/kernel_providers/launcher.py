@@ -75,6 +75,12 @@ class KernelLauncher:
         self.kernel_info: dict[str, Any] | None = None
         self._cleaned = False
         self._cleanup_lock = asyncio.Lock()
+        # One lasting connection whose iopub subscription the ready check proved: a
+        # new SUB socket per request would miss what the kernel publishes before it
+        # joins (the slow-subscriber problem).
+        self._connection: KernelConnection | None = None
+        self._proven = False
+        self._execute_lock = asyncio.Lock()
         # Set by KernelFinder.launch: how to start the same kernel again, and who hears
         # about its end (the kernel_stopped hook).
         self.relaunch: Callable[[LaunchOptions], Awaitable[KernelLauncher]] | None = None
@@ -124,6 +130,18 @@ class KernelLauncher:
         """A new protocol connection to this kernel (close it, or use ``async with``)."""
         return KernelConnection(self.connection_info)
 
+    def _lasting_connection(self) -> KernelConnection:
+        if self._connection is None or self._connection.info is not self.connection_info:
+            self.close_connection()
+            self._connection = KernelConnection(self.connection_info)
+        return self._connection
+
+    def close_connection(self) -> None:
+        """Close the connection the launcher keeps for ``execute`` (reopened on demand)."""
+        if self._connection is not None:
+            self._connection.close()
+        self._connection, self._proven = None, False
+
     async def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
         """Return once the kernel answers ``kernel_info_request`` and iopub delivers.
 
@@ -133,9 +151,9 @@ class KernelLauncher:
         """
         timeout = self.launch_options.ready_timeout if timeout is None else timeout
         where = f"kernel {self.kernel_type.id!r}"
+        conn = self._lasting_connection()
         try:
-            async with self.connect() as conn:
-                reply = await conn.wait_ready(timeout, lambda: self.poll() is None)
+            reply = await conn.wait_ready(timeout, lambda: self.poll() is None)
         except ConnectionAbortedError:
             status = await self.wait()
             await asyncio.sleep(0.05)  # let the output reader take the last lines
@@ -147,15 +165,22 @@ class KernelLauncher:
                 f"{where} did not answer within {timeout:g} s; raise the ready timeout"
                 " if it is slow to start, or check its output", self.output) from None
         self.kernel_info = reply["content"]
+        self._proven = True
         return reply["content"]
 
     async def execute(self, code: str, on_output: OutputCallback | None = None,
                       timeout: float | None = None) -> Message:
-        """Run ``code`` and return the execute_reply; iopub messages go to ``on_output``."""
-        async with self.connect() as conn:
+        """Run ``code`` and return the execute_reply; iopub messages go to ``on_output``.
+
+        Executions are serialised (as the kernel serialises them anyway). The kernel
+        must belong to the running event loop (the one that launched it).
+        """
+        async with self._execute_lock:
+            if not self._proven:
+                await self.wait_ready()
             try:
-                return await conn.execute(code, on_output, timeout,
-                                          is_alive=lambda: self.poll() is None)
+                return await self._lasting_connection().execute(
+                    code, on_output, timeout, is_alive=lambda: self.poll() is None)
             except ConnectionAbortedError:
                 raise KernelDied(f"kernel {self.kernel_type.id!r} ended while running code",
                                  self.output, self.poll()) from None
@@ -228,6 +253,7 @@ class KernelLauncher:
                     await self.wait()
                 await self.free_resources()
             finally:
+                self.close_connection()
                 remove_connection_file(self.connection_file)
                 if self.on_stopped is not None:
                     try:

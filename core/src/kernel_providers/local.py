@@ -214,6 +214,7 @@ class _Spawner:
     async def again(self, launcher: LocalLauncher) -> None:
         """Replace ``launcher``'s dead process with a new one on new ports."""
         await launcher.free_resources()
+        launcher.close_connection()
         remove_connection_file(launcher.connection_file)
         process, output, info, path = await self.start(first=False)
         launcher.process, launcher._output = process, output

@@ -1,0 +1,341 @@
+"""The ``kernel-providers`` command: list, inspect, run and launch kernels of every provider.
+
+Exit codes: 0 success; 1 the code given to ``run`` raised; 2 usage errors, unknown
+kernels, bad configuration; 3 a kernel failed to start or died; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
+
+from . import __version__
+from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
+from .finder import KernelFinder
+from .launcher import KernelLauncher
+from .protocol import Message
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_CODE_RAISED, EXIT_USAGE, EXIT_KERNEL_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line_warnings() -> None:
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+        _err(f"warning: {message}")
+    warnings.showwarning = show  # type: ignore[assignment]
+
+
+def _make_finder() -> KernelFinder:
+    try:
+        return KernelFinder()
+    except ConfigError as exc:
+        raise _Exit(EXIT_USAGE, f"error: {exc}") from None
+
+
+def _report_problems(finder: KernelFinder) -> None:
+    for error in finder.plugin_errors:
+        _err(f"warning: {error}")
+    for report in finder.reports:
+        if report.status == "error":
+            _err(f"warning: provider {report.id!r} failed: {report.message}")
+        for problem in report.problems:
+            _err(f"warning: {report.id}: {problem}")
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
+# --- list / providers / info -------------------------------------------------------------
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    finder = _make_finder()
+    try:
+        kernels = await finder.find_kernels(refresh=args.refresh, provider=args.provider)
+    except NoSuchKernel:
+        raise _Exit(EXIT_USAGE, f"error: no provider {args.provider!r} is installed; see"
+                    " `kernel-providers providers`") from None
+    _report_problems(finder)
+    if args.json:
+        json.dump([k.to_dict() for k in kernels], sys.stdout, indent=2)
+        print()
+    elif kernels:
+        _table([["ID", "LANGUAGE", "DISPLAY NAME"]]
+               + [[k.id, k.language, k.display_name] for k in kernels], sys.stdout)
+    else:
+        _err("no kernels found (`kernel-providers providers` shows what was searched)")
+    return EXIT_OK
+
+
+async def cmd_providers(args: argparse.Namespace) -> int:
+    finder = _make_finder()
+    await finder.find_kernels(refresh=True)
+    reports = finder.reports
+    if args.json:
+        json.dump({"providers": [r.to_dict() for r in reports],
+                   "plugin_errors": [str(e) for e in finder.plugin_errors]},
+                  sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    rows = [["ID", "DISTRIBUTION", "VERSION", "STATUS", "KERNELS", "TIME"]]
+    for r in reports:
+        rows.append([r.id, r.distribution or f"(plugin {r.plugin})", r.version or "-",
+                     r.status, str(r.kernel_count), f"{r.seconds * 1000:.0f} ms"])
+    if len(rows) > 1:
+        _table(rows, sys.stdout)
+    else:
+        _err("no providers installed (pip install kernel-providers-kernelspec, ...)")
+    _report_problems(finder)
+    return EXIT_OK
+
+
+async def cmd_info(args: argparse.Namespace) -> int:
+    finder = _make_finder()
+    kernel = await finder.get_kernel_type(args.id)
+    provider = finder.providers[kernel.provider]
+    data = kernel.to_dict()
+    data["distribution"], data["version"] = provider.distribution, provider.version
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    for key in ("id", "display_name", "language", "provider", "distribution",
+                "interrupt_mode"):
+        print(f"{key + ':':16}{data[key]}")
+    for section in ("metadata", "resources"):
+        if data[section]:
+            print(f"{section}:")
+            for key, value in data[section].items():
+                print(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+    return EXIT_OK
+
+
+# --- run / launch ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _no_sigint_handler(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _spinner(text: str) -> None:
+    for frame in itertools.cycle("|/-\\"):
+        sys.stderr.write(f"\r{frame} {text}")
+        sys.stderr.flush()
+        await asyncio.sleep(0.1)
+
+
+async def _start(finder: KernelFinder, kernel_id: str) -> KernelLauncher:
+    spinner = None
+    if sys.stderr.isatty():
+        spinner = asyncio.ensure_future(_spinner(f"starting {kernel_id} ..."))
+    try:
+        return await finder.launch(kernel_id)
+    finally:
+        if spinner is not None:
+            spinner.cancel()
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _render(msg: Message) -> None:
+    kind, content = msg["msg_type"], msg["content"]
+    if kind == "stream":
+        stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
+        stream.write(content.get("text", ""))
+        stream.flush()
+    elif kind in ("execute_result", "display_data"):
+        text = content.get("data", {}).get("text/plain")
+        if text is not None:
+            print(text, flush=True)
+    elif kind == "error":
+        trace = "\n".join(content.get("traceback") or
+                          [f"{content.get('ename')}: {content.get('evalue')}"])
+        _err(trace if sys.stderr.isatty() else _ANSI.sub("", trace))
+
+
+def _read_code(args: argparse.Namespace) -> str:
+    if args.code is not None:
+        return str(args.code)
+    if args.file == "-":
+        return sys.stdin.read()
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise _Exit(EXIT_USAGE, f"error: cannot read {args.file}: {exc.strerror}") from None
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    code = _read_code(args)
+    finder = _make_finder()
+    launcher = await _start(finder, args.id)
+    loop = asyncio.get_running_loop()
+    execution = asyncio.ensure_future(launcher.execute(code, _render))
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            _err("\ninterrupting the kernel (Ctrl-C again to shut it down)")
+            asyncio.ensure_future(launcher.interrupt())
+        else:
+            execution.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        with _no_sigint_handler(loop):
+            reply = await execution
+    except asyncio.CancelledError:
+        _err("shutting the kernel down")
+        await launcher.shutdown()
+        return EXIT_INTERRUPTED
+    except KernelProviderError:
+        await launcher.cleanup()
+        raise
+    await launcher.shutdown()
+    return EXIT_OK if reply["content"].get("status") == "ok" else EXIT_CODE_RAISED
+
+
+async def cmd_launch(args: argparse.Namespace) -> int:
+    finder = _make_finder()
+    launcher = await _start(finder, args.id)
+    if args.json:
+        json.dump({"id": launcher.kernel_type.id, "connection_file": launcher.connection_file,
+                   "connection_info": launcher.connection_info}, sys.stdout)
+        print(flush=True)
+    else:
+        print(launcher.connection_file, flush=True)
+        _err(f"kernel {launcher.kernel_type.id} is running; connect with"
+             f" `jupyter console --existing {launcher.connection_file}`; Ctrl-C stops it")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    ended = asyncio.ensure_future(launcher.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)
+    if ended.done():
+        status = ended.result()
+        await launcher.cleanup()
+        _err(f"kernel {launcher.kernel_type.id} ended with status {status}")
+        return EXIT_OK if status == 0 else EXIT_KERNEL_FAILED
+    ended.cancel()
+    status = await launcher.shutdown()
+    _err(f"kernel {launcher.kernel_type.id} shut down (status {status})")
+    return EXIT_OK
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kernel-providers",
+        description="Find and start Jupyter kernels from every installed provider.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the kernels of every provider")
+    p.add_argument("--json", action="store_true", help="print a JSON array of kernel types")
+    p.add_argument("--provider", metavar="P", help="only the kernels of provider P")
+    p.add_argument("--refresh", action="store_true", help="ignore cached discovery results")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("providers", help="installed providers and how their discovery went")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_providers)
+
+    p = sub.add_parser("info", help="describe one kernel")
+    p.add_argument("id", help="kernel id, e.g. spec/python3")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("run", help="start a kernel, run code in it, shut it down")
+    p.add_argument("id", help="kernel id, e.g. spec/python3")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--code", "-c", help="the code to run")
+    source.add_argument("file", nargs="?", help="a file of code, or - for standard input")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("launch", help="start a kernel and keep it running until Ctrl-C")
+    p.add_argument("id", help="kernel id, e.g. spec/python3")
+    p.add_argument("--json", action="store_true",
+                   help="print the connection info as JSON too")
+    p.set_defaults(handler=cmd_launch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    _one_line_warnings()
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(args.handler(args))
+    except _Exit as exc:
+        if exc.message:
+            _err(exc.message)
+        return exc.code
+    except (NoSuchKernel, ConfigError) as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except LaunchFailed as exc:
+        _err(f"error: {exc}")
+        return EXIT_KERNEL_FAILED
+    except KernelProviderError as exc:
+        _err(f"error: {exc}")
+        return EXIT_KERNEL_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `kernel-providers list --json | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("KERNEL_PROVIDERS_TRACE"):
+            raise
+        _err(f"unexpected error: {type(exc).__name__}: {exc}\nIf a plugin causes this, rule"
+             " it out with KERNEL_PROVIDERS_DISABLE=<plugin> (see `kernel-providers"
+             " providers`) or KERNEL_PROVIDERS_NO_AUTOLOAD=1; KERNEL_PROVIDERS_TRACE=1"
+             " shows the traceback.")
+        return EXIT_KERNEL_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
