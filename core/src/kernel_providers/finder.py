@@ -216,8 +216,12 @@ class KernelFinder:
                     time.monotonic() - self._cache[provider_id].at < 0.5:
                 break  # just discovered: asking again would find the same
         report = self._cache[provider_id].report
-        everything = [k.id for d in self._cache.values() for k in d.kernels]
-        close = difflib.get_close_matches(kernel_id, everything, n=3, cutoff=0.5)
+        by_name: dict[str, list[str]] = {}
+        for discovery in self._cache.values():
+            for kernel in discovery.kernels:
+                by_name.setdefault(kernel.name, []).append(kernel.id)
+        close = [i for match in difflib.get_close_matches(name, list(by_name), n=3)
+                 for i in by_name[match]][:3]
         detail = f"provider {provider_id!r} failed: {report.message}" \
             if report.status == "error" else ""
         raise NoSuchKernel(kernel_id, close, detail)

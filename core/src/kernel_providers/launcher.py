@@ -39,12 +39,15 @@ class OutputBuffer:
         """Add output, dropping the oldest bytes beyond the limit."""
         self._chunks.append(data)
         self._size += len(data)
-        while self._size > self.limit and len(self._chunks) > 1:
-            self._size -= len(self._chunks.popleft())
-        if self._size > self.limit:
-            only = self._chunks.pop()[-self.limit :]
-            self._chunks.append(only)
-            self._size = len(only)
+        while self._size > self.limit:
+            excess = self._size - self.limit
+            first = self._chunks[0]
+            if len(first) <= excess:
+                self._chunks.popleft()
+                self._size -= len(first)
+            else:
+                self._chunks[0] = first[excess:]
+                self._size -= excess
 
     def text(self) -> str:
         """Everything kept, decoded leniently."""

@@ -1,0 +1,86 @@
+"""Every hook: exercised with a real kernel, and documented with its signature."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+from kernel_providers import KernelLauncher, KernelType, LaunchOptions, hookimpl, hookspecs
+from kernel_providers.testing import run_code
+
+HOOKS = {name: fn for name, fn in vars(hookspecs).items()
+         if callable(fn) and hasattr(fn, "kernel_providers_spec")}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
+
+
+class Recorder:
+    """Implements every launch hook; the launch-options hook sets a variable the
+    kernel must see (the real use: adjusting env before any launch)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def kernel_launch_options(self, kernel_type: KernelType, options: LaunchOptions) -> None:
+        self.calls.append(("kernel_launch_options", kernel_type.id))
+        options.env["KP_FROM_HOOK"] = f"set for {kernel_type.id}"
+
+    @hookimpl
+    def kernel_started(self, launcher: KernelLauncher) -> None:
+        self.calls.append(("kernel_started", launcher.kernel_info is not None))
+
+    @hookimpl
+    def kernel_stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+        self.calls.append(("kernel_stopped", status))
+
+
+def test_every_hook_is_exercised(kp_isolated: Path, make_finder: Any) -> None:
+    recorder = Recorder()
+    finder = make_finder(recorder)  # the test provider comes through register_kernel_providers
+
+    async def scenario() -> None:
+        launcher = await finder.launch("test/python")
+        out, _, _ = await run_code(launcher, "import os; print(os.environ['KP_FROM_HOOK'])")
+        assert out == "set for test/python\n"
+        await launcher.shutdown()
+        await launcher.cleanup()  # idempotent: kernel_stopped fires once
+
+    asyncio.run(scenario())
+    assert "test" in finder.providers
+    assert recorder.calls == [("kernel_launch_options", "test/python"),
+                              ("kernel_started", True), ("kernel_stopped", 0)]
+    exercised = {name for name, _ in recorder.calls} | {"register_kernel_providers"}
+    assert exercised == set(HOOKS)
+
+
+def test_a_failing_observer_hook_does_not_stop_the_kernel(kp_isolated: Path,
+                                                          make_finder: Any) -> None:
+    class Broken:
+        @hookimpl
+        def kernel_started(self, launcher: KernelLauncher) -> None:
+            raise RuntimeError("observer bug")
+
+        @hookimpl
+        def kernel_stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+            raise RuntimeError("observer bug")
+
+    finder = make_finder(Broken())
+
+    async def scenario() -> None:
+        launcher = await finder.launch("test/python")
+        assert launcher.poll() is None
+        assert await launcher.shutdown() == 0
+
+    asyncio.run(scenario())
+
+
+def test_every_hook_is_documented_in_the_spec_and_the_docs() -> None:
+    text = DOCS.read_text()
+    for name, fn in HOOKS.items():
+        assert (fn.__doc__ or "").strip(), f"hook {name} has no docstring"
+        args = ", ".join(inspect.signature(fn).parameters)
+        heading = rf"^##+ `?{re.escape(name)}\({re.escape(args)}\)`?\s*$"
+        assert re.search(heading, text, re.MULTILINE), f"{DOCS} lacks '## {name}({args})'"
