@@ -30,7 +30,8 @@ def main() -> int:
         editable = info.get("dir_info", {}).get("editable", False)
         url = info.get("url", "")
         if not editable or Path(url.removeprefix("file://")).resolve() != folder.resolve():
-            bad.append(f"{name} is not an editable install of {folder} (got {url or 'an index copy'})")
+            got = url or "a copy from an index"
+            bad.append(f"{name} is not an editable install of {folder} (got {got})")
     for line in bad:
         print(f"check_installed: {line}", file=sys.stderr)
     return 1 if bad else 0

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 import pytest
-
 from kernel_providers import KernelFinder
 from kernel_providers.testing import ConformanceSuite
 

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from kernel_providers import (
     Config,
     KernelFinder,
@@ -148,7 +147,7 @@ def test_unknown_ids_name_close_matches() -> None:
     with pytest.raises(NoSuchKernel, match=r"did you mean 'spec/python3'") as caught:
         asyncio.run(finder.get_kernel_type("spec/pyhton3"))
     assert caught.value.close_matches == ["spec/python3"]
-    with pytest.raises(NoSuchKernel, match="no provider 'sepc' is installed.*'spec/...'"):
+    with pytest.raises(NoSuchKernel, match=r"no provider 'sepc' is installed.*'spec/\.\.\.'"):
         asyncio.run(finder.get_kernel_type("sepc/python3"))
     with pytest.raises(NoSuchKernel, match="kernel-providers list"):
         asyncio.run(finder.get_kernel_type("spec/zzzzzzzz"))

@@ -45,7 +45,7 @@ def _err(message: str) -> None:
 def _one_line_warnings() -> None:
     def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
         _err(f"warning: {message}")
-    warnings.showwarning = show  # type: ignore[assignment]
+    warnings.showwarning = show
 
 
 def _make_finder() -> KernelFinder:
@@ -203,14 +203,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
     launcher = await _start(finder, args.id)
     loop = asyncio.get_running_loop()
     execution = asyncio.ensure_future(launcher.execute(code, _render))
-    interrupts = 0
+    interrupts: list[asyncio.Future[None]] = []
 
     def on_sigint() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
+        if not interrupts:
             _err("\ninterrupting the kernel (Ctrl-C again to shut it down)")
-            asyncio.ensure_future(launcher.interrupt())
+            interrupts.append(asyncio.ensure_future(launcher.interrupt()))
         else:
             execution.cancel()
 
@@ -307,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     args = _parser().parse_args(argv)
     try:
-        return asyncio.run(args.handler(args))
+        status: int = asyncio.run(args.handler(args))
+        return status
     except _Exit as exc:
         if exc.message:
             _err(exc.message)

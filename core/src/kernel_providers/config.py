@@ -21,7 +21,7 @@ from .errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["Config", "ConfigWarning", "build_options", "config_path", "load_config"]
 
@@ -74,7 +74,7 @@ def load_config(path: Path | str | None = None) -> Config:
             isinstance(v, dict) for v in providers.values()):
         raise ConfigError(f"{path}: [providers] must hold one table per provider,"
                           " e.g. [providers.spec]")
-    config = build_options(Config, data, str(path), skip={"providers", "path"})
+    config: Config = build_options(Config, data, str(path), skip={"providers", "path"})
     config.providers, config.path = providers, path
     return config
 

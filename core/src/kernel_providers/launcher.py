@@ -167,9 +167,10 @@ class KernelLauncher:
             raise ReadyTimeout(
                 f"{where} did not answer within {timeout:g} s; raise the ready timeout"
                 " if it is slow to start, or check its output", self.output) from None
-        self.kernel_info = reply["content"]
+        content: dict[str, Any] = reply["content"]
+        self.kernel_info = content
         self._proven = True
-        return reply["content"]
+        return content
 
     async def execute(self, code: str, on_output: OutputCallback | None = None,
                       timeout: float | None = None) -> Message:

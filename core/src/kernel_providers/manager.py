@@ -113,8 +113,8 @@ class ProviderManager(pluggy.PluginManager):
             name = impl.plugin_name
             dist, version = self._origins.get(name, (None, None))
             try:
-                result = impl.function()
-                yielded = list(result or ())
+                result: Any = impl.function()
+                yielded: list[Any] = list(result or ())
             except Exception as exc:
                 self._fail(name, dist, f"register_kernel_providers raised"
                            f" {type(exc).__name__}: {exc}")

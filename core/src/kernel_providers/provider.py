@@ -43,7 +43,8 @@ class KernelProvider:
     version: str | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} id={self.id!r} from {self.distribution or self.plugin_name}>"
+        origin = self.distribution or self.plugin_name
+        return f"<{type(self).__name__} id={self.id!r} from {origin}>"
 
     async def find_kernels(self) -> list[KernelType]:
         """Return the kernel types this provider can start now.

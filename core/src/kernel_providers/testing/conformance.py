@@ -21,6 +21,7 @@ from ..errors import LaunchFailed
 from ..finder import KernelFinder
 from ..launcher import KernelLauncher
 from ..protocol import Message
+from ..types import InterruptMode
 
 __all__ = ["ConformanceSuite", "run_code"]
 
@@ -125,7 +126,7 @@ class ConformanceSuite:
         assert self.leftovers(runtime_dir) == before
 
     @pytest.mark.parametrize("mode", ["signal", "message"])
-    def test_interrupt(self, finder: KernelFinder, mode: str) -> None:
+    def test_interrupt(self, finder: KernelFinder, mode: InterruptMode) -> None:
         async def scenario() -> None:
             launcher = await self.launch(finder)
             try:
@@ -228,15 +229,15 @@ class ConformanceSuite:
             try:
                 errors = [r for r in results if not isinstance(r, KernelLauncher)]
                 assert not errors, f"{len(errors)} launches failed: {errors[0]!r}"
-                ports = [(l.connection_info["ip"], l.connection_info[p])  # type: ignore[literal-required]
-                         for l in launchers for p in
+                ports = [(k.connection_info["ip"], k.connection_info.get(p))
+                         for k in launchers for p in
                          ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
                 assert len(set(ports)) == len(ports), "two kernels share a port"
-                outs = await asyncio.gather(*(run_code(l, f"print({i})")
-                                              for i, l in enumerate(launchers)))
+                outs = await asyncio.gather(*(run_code(k, f"print({i})")
+                                              for i, k in enumerate(launchers)))
                 assert [o for o, _, _ in outs] == [f"{i}\n" for i in range(len(launchers))]
             finally:
-                await asyncio.gather(*(l.shutdown() for l in launchers))
+                await asyncio.gather(*(k.shutdown() for k in launchers))
 
         self.run(scenario)
         assert self.leftovers(runtime_dir) == before

@@ -1,0 +1,48 @@
+"""Fixtures: kernelspec folders on an isolated Jupyter path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+SpecWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 kp_isolated: Path) -> tuple[Path, Path]:
+    """Two folders on JUPYTER_PATH (first wins) and an empty user data dir."""
+    first, second = tmp_path / "path1", tmp_path / "path2"
+    for folder in (first, second):
+        (folder / "kernels").mkdir(parents=True)
+    monkeypatch.setenv("JUPYTER_PATH", f"{first}:{second}")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    return first, second
+
+
+@pytest.fixture
+def write_spec(jupyter_dirs: tuple[Path, Path]) -> SpecWriter:
+    """``write_spec(name, spec_or_text, where=0)`` writes ``kernels/<name>/kernel.json``."""
+    def write(name: str, spec: dict[str, Any] | str, where: int = 0) -> Path:
+        folder = jupyter_dirs[where] / "kernels" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        text = spec if isinstance(spec, str) else json.dumps(spec)
+        (folder / "kernel.json").write_text(text)
+        return folder
+    return write
+
+
+def python_spec(display_name: str = "KP Python", **extra: Any) -> dict[str, Any]:
+    return {"argv": IPYKERNEL, "display_name": display_name, "language": "python", **extra}
+
+
+@pytest.fixture(name="python_spec")
+def python_spec_fixture() -> Callable[..., dict[str, Any]]:
+    return python_spec
