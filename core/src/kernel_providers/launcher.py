@@ -165,8 +165,9 @@ class KernelLauncher:
             ) from None
         except TimeoutError:
             raise ReadyTimeout(
-                f"{where} did not answer within {timeout:g} s; raise the ready timeout"
-                " if it is slow to start, or check its output", self.output) from None
+                f"{where} did not answer within {timeout:g} s; if it is just slow to start,"
+                " raise ready_timeout in the config (or LaunchOptions.ready_timeout),"
+                " else its output below says what it is doing", self.output) from None
         content: dict[str, Any] = reply["content"]
         self.kernel_info = content
         self._proven = True
