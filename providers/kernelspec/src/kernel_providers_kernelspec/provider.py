@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import importlib.util
-import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +19,9 @@ from kernel_providers import (
     launch_local,
     report_problem,
 )
+from kernel_providers.kernelspecs import KernelSpec, read_kernel_spec, scan_kernel_dirs
 
-__all__ = ["KernelSpec", "KernelSpecConfig", "KernelSpecProvider", "read_kernel_spec"]
-
-_VALID_NAME = re.compile(r"^[a-z0-9._-]+$")
-_RESOURCE_FILES = ("kernel.js", "kernel.css")
+__all__ = ["KernelSpecConfig", "KernelSpecProvider"]
 
 
 @dataclass
@@ -39,75 +35,6 @@ class KernelSpecConfig:
     #: offer ipykernel's own ``python3`` kernel when no kernelspec of that name exists
     #: (as Jupyter does)
     native_python: bool = True
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """A validated kernel.json and the folder it lives in."""
-
-    name: str
-    resource_dir: Path
-    argv: list[str]
-    display_name: str
-    language: str
-    env: dict[str, str]
-    interrupt_mode: str
-    metadata: dict[str, Any]
-
-    @property
-    def resources(self) -> dict[str, str]:
-        """Logos, kernel.js and kernel.css shipped in the folder, by Jupyter's names."""
-        found = {}
-        try:
-            entries = sorted(self.resource_dir.iterdir())
-        except OSError:
-            return {}
-        for path in entries:
-            if path.name.startswith("logo-"):
-                key = "logo-svg" if path.suffix == ".svg" else path.stem
-                found[key] = str(path)
-            elif path.name in _RESOURCE_FILES:
-                found[path.name] = str(path)
-        return found
-
-
-def _expect(spec: dict[str, Any], key: str, kind: type, default: Any, where: Path) -> Any:
-    value = spec.get(key, default)
-    if not isinstance(value, kind):
-        raise ValueError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
-    return value
-
-
-def read_kernel_spec(name: str, folder: Path) -> KernelSpec:
-    """Read and validate ``folder/kernel.json``; ``ValueError`` says what is wrong."""
-    path = folder / "kernel.json"
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path}: invalid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: must hold a JSON object")
-    argv = _expect(spec, "argv", list, None, path) if "argv" in spec else None
-    if not argv or not all(isinstance(a, str) for a in argv):
-        raise ValueError(f"{path}: 'argv' must be a non-empty list of strings")
-    env = _expect(spec, "env", dict, {}, path)
-    if not all(isinstance(v, str) for v in env.values()):
-        raise ValueError(f"{path}: every value of 'env' must be a string")
-    mode = _expect(spec, "interrupt_mode", str, "signal", path)
-    if mode not in ("signal", "message"):
-        raise ValueError(f"{path}: 'interrupt_mode' must be 'signal' or 'message'")
-    return KernelSpec(
-        name=name,
-        resource_dir=folder,
-        argv=argv,
-        display_name=_expect(spec, "display_name", str, name, path),
-        language=_expect(spec, "language", str, "", path),
-        env=env,
-        interrupt_mode=mode,
-        metadata=_expect(spec, "metadata", dict, {}, path),
-    )
 
 
 def _native_python_spec() -> KernelSpec | None:
@@ -154,29 +81,7 @@ class KernelSpecProvider(KernelProvider):
             Path(p).expanduser() for p in self.config.extra_dirs]
 
     def _scan(self) -> tuple[dict[str, KernelSpec], list[str]]:
-        specs: dict[str, KernelSpec] = {}
-        problems: list[str] = []
-        for directory in self.kernel_dirs():
-            try:
-                folders = sorted(p for p in directory.iterdir() if p.is_dir())
-            except OSError:
-                continue  # most of Jupyter's path does not exist on a given machine
-            for folder in folders:
-                name = folder.name.lower()
-                if name in specs or not (folder / "kernel.json").is_file():
-                    continue
-                if any(fnmatch.fnmatch(name, pat) for pat in self.config.exclude):
-                    continue
-                if not _VALID_NAME.match(name):
-                    problems.append(f"{folder}: kernel name {folder.name!r} is not valid"
-                                    " (letters, digits, '.', '_' and '-' only); skipped")
-                    continue
-                try:
-                    specs[name] = read_kernel_spec(name, folder)
-                except ValueError as exc:
-                    problems.append(f"{exc}; kernel skipped")
-                    specs[name] = None  # type: ignore[assignment]  # shadows lower folders
-        specs = {k: v for k, v in specs.items() if v is not None}
+        specs, problems = scan_kernel_dirs(self.kernel_dirs(), self.config.exclude)
         if self.config.native_python and "python3" not in specs and not any(
                 fnmatch.fnmatch("python3", pat) for pat in self.config.exclude):
             native = _native_python_spec()
