@@ -176,3 +176,18 @@ def test_problems_reported_during_discovery_are_kept_per_provider() -> None:
     asyncio.run(finder.find_kernels())
     problems = {r.id: r.problems for r in finder.reports}
     assert problems == {"noisy": ["/x/kernel.json: invalid JSON"], "quiet": []}
+
+
+def test_a_provider_can_ask_to_be_asked_every_time() -> None:
+    class SelfCaching(ListProvider):
+        cache_ttl = 0  # validates its own cache (e.g. by mtimes)
+
+    provider = SelfCaching("p", ["one"])
+    finder = finder_with(provider, cache_ttl=3600)
+
+    async def scenario() -> None:
+        await finder.find_kernels()
+        provider.names.append("two")
+        assert [k.id for k in await finder.find_kernels()] == ["p/one", "p/two"]
+
+    asyncio.run(scenario())

@@ -140,13 +140,17 @@ class KernelFinder:
             self._provider(provider)
         now = time.monotonic()
         stale = [p for p in ids if refresh or p not in self._cache
-                 or now - self._cache[p].at > self.config.cache_ttl]
+                 or now - self._cache[p].at > self._ttl(p)]
         if stale:
             results = await asyncio.gather(*(self._discover(self.providers[p]) for p in stale))
             for pid, discovery in zip(stale, results, strict=True):
                 self._cache[pid] = discovery
         kernels = [k for p in ids for k in self._cache[p].kernels]
         return sorted(kernels, key=lambda k: k.id)
+
+    def _ttl(self, provider_id: str) -> float:
+        own = self.providers[provider_id].cache_ttl
+        return self.config.cache_ttl if own is None else own
 
     @property
     def reports(self) -> list[ProviderReport]:
@@ -212,8 +216,9 @@ class KernelFinder:
             for kernel in kernels:
                 if kernel.id == kernel_id:
                     return kernel
-            if refresh is False and provider_id in self._cache and \
-                    time.monotonic() - self._cache[provider_id].at < 0.5:
+            if refresh is False and provider_id in self._cache and (
+                    time.monotonic() - self._cache[provider_id].at < 0.5
+                    or self._ttl(provider_id) == 0):
                 break  # just discovered: asking again would find the same
         report = self._cache[provider_id].report
         by_name: dict[str, list[str]] = {}

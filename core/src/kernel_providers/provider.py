@@ -36,6 +36,10 @@ class KernelProvider:
 
     id: ClassVar[str] = ""
     config_class: ClassVar[type[Any] | None] = None
+    #: seconds the finder reuses this provider's listing; ``None`` means the config's
+    #: ``cache_ttl``. A provider that validates its own cache cheaply (by mtimes) sets 0,
+    #: so a new kernel shows up on the very next listing.
+    cache_ttl: ClassVar[float | None] = None
 
     config: Any = None
     plugin_name: str = ""
