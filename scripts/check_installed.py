@@ -13,6 +13,7 @@ LOCAL = {
     "kernel-providers": ROOT,
     "kernel-providers-core": ROOT / "core",
     "kernel-providers-kernelspec": ROOT / "providers" / "kernelspec",
+    "kernel-providers-conda": ROOT / "providers" / "conda",
     "kernel-providers-example": ROOT / "docs" / "example-provider",
 }
 

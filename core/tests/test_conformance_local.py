@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kernel_providers import KernelFinder
 from kernel_providers.testing import ConformanceSuite
 

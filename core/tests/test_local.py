@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kernel_providers import KernelType, LaunchFailed, LaunchOptions, OutputBuffer, launch_local
 from kernel_providers.connection import PORT_NAMES, runtime_dir
 from kernel_providers.local import build_env, substitute_argv

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.session import Session as JupyterSession
+
 from kernel_providers import KernelType, LaunchOptions, launch_local
 from kernel_providers.protocol import KernelConnection, ProtocolError, Session
 

@@ -70,6 +70,7 @@ class KernelFinder:
         self._providers: dict[str, KernelProvider] | None = None
         self._config_errors: dict[str, str] = {}
         self._cache: dict[str, _Discovery] = {}
+        self._running: dict[str, asyncio.Future[_Discovery]] = {}
         if autoload:
             self.manager.load_entry_points(self.disabled)
         for plugin in plugins:
@@ -142,7 +143,7 @@ class KernelFinder:
         stale = [p for p in ids if refresh or p not in self._cache
                  or now - self._cache[p].at > self._ttl(p)]
         if stale:
-            results = await asyncio.gather(*(self._discover(self.providers[p]) for p in stale))
+            results = await asyncio.gather(*(self._discover_once(p) for p in stale))
             for pid, discovery in zip(stale, results, strict=True):
                 self._cache[pid] = discovery
         kernels = [k for p in ids for k in self._cache[p].kernels]
@@ -166,6 +167,15 @@ class KernelFinder:
     def _new_report(self, provider: KernelProvider) -> ProviderReport:
         return ProviderReport(provider.id, provider.plugin_name, provider.distribution,
                               provider.version)
+
+    async def _discover_once(self, provider_id: str) -> _Discovery:
+        # Concurrent callers (e.g. many launches at once) share one discovery.
+        running = self._running.get(provider_id)
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = asyncio.ensure_future(self._discover(self.providers[provider_id]))
+            self._running[provider_id] = running
+            running.add_done_callback(lambda _: self._running.pop(provider_id, None))
+        return await asyncio.shield(running)
 
     async def _discover(self, provider: KernelProvider) -> _Discovery:
         report = self._new_report(provider)
@@ -211,6 +221,10 @@ class KernelFinder:
         """The kernel type with this id; :class:`NoSuchKernel` names close matches."""
         provider_id, _, name = kernel_id.partition("/")
         self._provider(provider_id)
+        if provider_id in self._cache:  # listed before: the provider re-checks at launch
+            for kernel in self._cache[provider_id].kernels:
+                if kernel.id == kernel_id:
+                    return kernel
         for refresh in (False, True):  # a kernel installed since the cache was filled
             kernels = await self.find_kernels(refresh=refresh, provider=provider_id)
             for kernel in kernels:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kernel_providers import Config, KernelFinder
 from kernel_providers.testing import ConformanceSuite
 

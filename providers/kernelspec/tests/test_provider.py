@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+
 from kernel_providers import Config, KernelFinder, LaunchFailed
 from kernel_providers.testing import run_code
 from kernel_providers_kernelspec import KernelSpecProvider

@@ -1,0 +1,335 @@
+"""The ``conda`` provider: conda, mamba and micromamba environments, found from the files
+conda keeps (and its own environment list when an executable is at hand)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kernel_providers import (
+    KernelLauncher,
+    KernelProvider,
+    KernelType,
+    LaunchFailed,
+    LaunchOptions,
+    launch_local,
+    report_problem,
+)
+
+from .activation import conda_activation
+from .environments import (
+    Environment,
+    ProbeCache,
+    env_kernelspecs,
+    environment_kernels,
+    excluded,
+    find_python,
+    has_package,
+    site_packages,
+    unique_names,
+)
+
+__all__ = ["CondaConfig", "CondaProvider", "read_envs_dirs"]
+
+_WELL_KNOWN_ROOTS = ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "micromamba",
+                     ".local/share/mamba")
+
+
+@dataclass
+class CondaConfig:
+    """``[providers.conda]`` options."""
+
+    #: more folders holding environments, searched before conda's own
+    envs_dirs: list[str] = field(default_factory=list)
+    #: environment names or prefixes (globs) to leave out
+    exclude: list[str] = field(default_factory=list)
+    #: offer the root ("base") environment
+    include_root: bool = True
+    #: ask conda / mamba / micromamba for its environment list (run once per change)
+    use_executable: bool = True
+
+
+def read_envs_dirs(text: str) -> list[str]:
+    """The ``envs_dirs`` list of a .condarc (block or flow YAML list), without a YAML
+    library: the core's only dependencies are pluggy and pyzmq."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^envs_dirs\s*:\s*(.*)$", line)
+        if not match:
+            continue
+        rest = match.group(1).split(" #")[0].strip()
+        if rest.startswith("["):
+            return [_unquote(item) for item in rest.strip("[]").split(",") if item.strip()]
+        items = []
+        for following in lines[i + 1:]:
+            stripped = following.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            if not stripped.startswith("-"):
+                break
+            items.append(_unquote(stripped[1:].split(" #")[0]))
+        return items
+    return []
+
+
+def _unquote(value: str) -> str:
+    return value.strip().strip("'\"")
+
+
+def _expand(path: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
+def _root_of(executable: str) -> Path | None:
+    path = Path(executable).resolve()
+    if path.parent.name in ("bin", "condabin", "Scripts"):
+        root = path.parent.parent
+        return root if (root / "conda-meta").is_dir() else None
+    return None
+
+
+class CondaProvider(KernelProvider):
+    """Every conda environment with ipykernel (``conda/<env>``) and every kernelspec
+    installed inside one (``conda/<env>/<spec>``), launched activated."""
+
+    id: ClassVar[str] = "conda"
+    config_class: ClassVar[type[Any] | None] = CondaConfig
+    cache_ttl: ClassVar[float | None] = 0  # validated by mtimes, cheaply, every time
+
+    def __init__(self) -> None:
+        self.config = CondaConfig()
+        self._probes = ProbeCache(self._watched, self._probe)
+        self._listed: tuple[tuple[int, ...], list[Path]] | None = None
+        self._kernels: dict[str, tuple[Environment, str, str | None]] = {}
+
+    # --- where conda keeps environments ------------------------------------------------
+
+    def executable(self) -> str | None:
+        """The conda, mamba or micromamba executable to ask, if any."""
+        for var in ("CONDA_EXE", "MAMBA_EXE"):
+            if os.environ.get(var) and Path(os.environ[var]).exists():
+                return os.environ[var]
+        for name in ("conda", "mamba", "micromamba"):
+            found = shutil.which(name)
+            if found:
+                return found
+        return None
+
+    def root_prefixes(self) -> list[Path]:
+        """Root (base) prefixes: the executable's install, MAMBA_ROOT_PREFIX, well-known
+        install folders; only those that are conda prefixes."""
+        roots: list[Path] = []
+        exe = self.executable()
+        candidates = [_root_of(exe) if exe else None]
+        if os.environ.get("MAMBA_ROOT_PREFIX"):
+            candidates.append(_expand(os.environ["MAMBA_ROOT_PREFIX"]))
+        home = Path.home()
+        candidates += [home / name for name in _WELL_KNOWN_ROOTS]
+        candidates += [Path("/opt/conda"), Path("/opt/miniconda3"), Path("/opt/miniforge3")]
+        for root in candidates:
+            if root is not None and (root / "conda-meta").is_dir() and root not in roots:
+                roots.append(root)
+        return roots
+
+    def condarc_files(self, roots: list[Path]) -> list[Path]:
+        """The .condarc files conda reads, in its order."""
+        home = Path.home()
+        xdg = _expand(os.environ.get("XDG_CONFIG_HOME") or "~/.config")
+        files = [Path("/etc/conda/.condarc"), Path("/etc/conda/condarc")]
+        files += [root / ".condarc" for root in roots]
+        files += [xdg / "conda" / ".condarc", xdg / "conda" / "condarc",
+                  home / ".conda" / ".condarc", home / ".condarc"]
+        if os.environ.get("CONDARC"):
+            files.append(_expand(os.environ["CONDARC"]))
+        return files
+
+    def envs_dirs(self, roots: list[Path], condarcs: list[Path]) -> list[Path]:
+        """Folders of named environments, in the order conda resolves names."""
+        dirs = [_expand(d) for d in self.config.envs_dirs]
+        dirs += [_expand(d) for d in os.environ.get("CONDA_ENVS_PATH", "").split(os.pathsep)
+                 if d]
+        for rc in condarcs:
+            try:
+                dirs += [_expand(d) for d in read_envs_dirs(rc.read_text(encoding="utf-8"))]
+            except OSError:
+                continue
+        dirs += [root / "envs" for root in roots]
+        dirs.append(Path.home() / ".conda" / "envs")
+        unique: list[Path] = []
+        for d in dirs:
+            if d not in unique:
+                unique.append(d)
+        return unique
+
+    # --- the executable's own list -----------------------------------------------------
+
+    async def _executable_envs(self, watched: list[Path]) -> list[Path]:
+        exe = self.executable() if self.config.use_executable else None
+        if exe is None:
+            return []
+        stamp = tuple(_mtime(p) for p in [Path(exe), *watched])
+        if self._listed is not None and self._listed[0] == stamp:
+            return self._listed[1]
+        prefixes: list[Path] = []
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                exe, "env", "list", "--json", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), 15)
+            except (asyncio.TimeoutError, TimeoutError):
+                proc.kill()
+                await proc.wait()
+                raise
+            prefixes = [Path(p) for p in json.loads(out).get("envs", [])]
+        except (OSError, ValueError, AttributeError, asyncio.TimeoutError, TimeoutError) as exc:
+            report_problem(f"`{exe} env list --json` failed ({type(exc).__name__}: {exc});"
+                           " listing from conda's files only")
+        self._listed = (stamp, prefixes)
+        return prefixes
+
+    # --- probing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _watched(prefix: Path) -> list[Path]:
+        return [prefix / "conda-meta", prefix / "share" / "jupyter" / "kernels",
+                site_packages(prefix)[0] or prefix / "lib"]
+
+    @staticmethod
+    def _probe(prefix: Path) -> Environment:
+        problems: list[str] = []
+        meta = prefix / "conda-meta"
+        try:
+            records = os.listdir(meta)
+        except OSError as exc:
+            return Environment(prefix, "conda", problems=(f"{meta}: {exc.strerror}",))
+        packages = {}
+        for record in records:
+            if record.endswith(".json") and record.count("-") >= 2:
+                name, version, _ = record[:-5].rsplit("-", 2)
+                packages[name] = (version, meta / record)
+        has_ipykernel = False
+        if "ipykernel" in packages:
+            path = packages["ipykernel"][1]
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+                has_ipykernel = True
+            except (OSError, ValueError) as exc:
+                problems.append(f"{path}: unreadable package record ({exc}); the"
+                                " environment's Python kernel is skipped")
+        sp, sp_version = site_packages(prefix)
+        if not has_ipykernel and not problems:
+            has_ipykernel = has_package(sp, "ipykernel")  # pip-installed into the env
+        version = packages.get("python", (None, None))[0]
+        version = ".".join(version.split(".")[:2]) if version else sp_version
+        python = find_python(prefix)
+        if has_ipykernel and python is None:
+            problems.append(f"{prefix}: ipykernel is installed but the interpreter"
+                            f" {prefix / 'bin' / 'python'} is missing; environment skipped")
+            has_ipykernel = False
+        env_vars: dict[str, str] = {}
+        state = meta / "state"
+        if state.exists():
+            try:
+                env_vars = {str(k): str(v) for k, v in
+                            json.loads(state.read_text(encoding="utf-8"))
+                            .get("env_vars", {}).items()}
+            except (OSError, ValueError, AttributeError) as exc:
+                problems.append(f"{state}: unreadable ({exc}); its env_vars are not set")
+        specs, spec_problems = env_kernelspecs(prefix)
+        return Environment(prefix, "conda", python, version, has_ipykernel, specs, env_vars,
+                           tuple(problems + spec_problems))
+
+    def _scan(self, listed: list[Path], roots: list[Path], dirs: list[Path]) -> list[KernelType]:
+        claims: list[tuple[str, Path]] = []
+        if self.config.include_root:
+            claims += [("base" if i == 0 else root.name, root) for i, root in enumerate(roots)]
+        for directory in dirs:
+            try:
+                children = sorted(os.listdir(directory))
+            except OSError:
+                continue
+            for child in children:
+                prefix = directory / child
+                if (prefix / "conda-meta").is_dir():
+                    claims.append((child, prefix))
+        root_set = set(roots)
+        extra = {p for p in listed + self._environments_txt()
+                 if (p / "conda-meta").is_dir() and p not in root_set}
+        claims += [(p.name, p) for p in sorted(extra)]
+        names = unique_names(claims)
+        kernels: list[KernelType] = []
+        known = {}
+        for prefix, name in names.items():
+            if excluded(name, prefix, self.config.exclude):
+                continue
+            env = self._probes.get(prefix)
+            for problem in env.problems:
+                report_problem(problem)
+            activation_name = name if prefix.parent in dirs or prefix in root_set \
+                else str(prefix)
+            for kernel in environment_kernels(env, name, self.id, "conda"):
+                kernels.append(kernel)
+                spec = kernel.metadata.get("kernelspec")
+                known[kernel.id] = (env, activation_name, spec)
+        self._kernels = known  # swapped whole: concurrent launches never see it half built
+        return kernels
+
+    @staticmethod
+    def _environments_txt() -> list[Path]:
+        path = Path.home() / ".conda" / "environments.txt"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        return [Path(line.strip()) for line in lines if line.strip()]
+
+    async def find_kernels(self) -> list[KernelType]:
+        """Conda environments from conda's files (and its executable), probed by reading
+        their package records: no Python is started."""
+        roots = self.root_prefixes()
+        condarcs = self.condarc_files(roots)
+        dirs = self.envs_dirs(roots, condarcs)
+        watched = [Path.home() / ".conda" / "environments.txt", *condarcs, *dirs]
+        listed = await self._executable_envs(watched)
+        return await asyncio.to_thread(self._scan, listed, roots, dirs)
+
+    async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
+        """Start the kernel activated in its environment (PATH, CONDA_* variables,
+        ``conda env config vars`` and the ``activate.d`` scripts)."""
+        try:
+            env, name, spec_name = self._kernels[kernel_type.id]
+        except KeyError:
+            raise LaunchFailed(f"{kernel_type.id} is not a known conda kernel; run"
+                               " `kernel-providers list --refresh`") from None
+        prefix = env.prefix
+        runner, activation = conda_activation(prefix, name)
+        activation.update(env.env_vars)
+        if spec_name is None:
+            if env.python is None or not env.python.exists():
+                raise LaunchFailed(f"cannot start {kernel_type.id}: {prefix} has no Python"
+                                   " any more (environment removed after listing?)")
+            argv = [str(env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+            spec_env: dict[str, str] = {}
+            resource_dir = None
+        else:
+            spec = env.kernelspecs[spec_name]
+            if not (spec.resource_dir / "kernel.json").exists():
+                raise LaunchFailed(f"cannot start {kernel_type.id}: {spec.resource_dir} is"
+                                   " gone (environment changed after listing?)")
+            argv, spec_env, resource_dir = spec.argv, spec.env, str(spec.resource_dir)
+        return await launch_local(kernel_type, [*runner, *argv], options,
+                                  env={**activation, **spec_env}, resource_dir=resource_dir)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1

@@ -1,0 +1,176 @@
+"""What both providers share: probing an environment folder without starting Python in
+it, stable collision-free names, the mtime-validated probe cache, and the kernel types
+an environment offers."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernel_providers import KernelType
+from kernel_providers.kernelspecs import KernelSpec, scan_kernel_dirs
+
+__all__ = [
+    "Environment",
+    "ProbeCache",
+    "environment_kernels",
+    "find_python",
+    "has_package",
+    "site_packages",
+    "unique_names",
+]
+
+_WINDOWS = sys.platform == "win32"
+_PYTHON_DIR = re.compile(r"^python(\d+\.\d+)t?$")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment folder and what it offers, as read from its files."""
+
+    prefix: Path
+    kind: str  # "conda", "venv", "pyenv" or "project"
+    python: Path | None = None
+    python_version: str | None = None
+    has_ipykernel: bool = False
+    kernelspecs: dict[str, KernelSpec] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+def find_python(prefix: Path) -> Path | None:
+    """The environment's own interpreter, if it has one."""
+    names = (["python.exe", "Scripts/python.exe"] if _WINDOWS
+             else ["bin/python3", "bin/python"])
+    for name in names:
+        candidate = prefix / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def site_packages(prefix: Path) -> tuple[Path | None, str | None]:
+    """The environment's site-packages folder and the Python version it belongs to."""
+    if _WINDOWS:
+        folder = prefix / "Lib" / "site-packages"
+        return (folder if folder.is_dir() else None), None
+    try:
+        entries = sorted(os.listdir(prefix / "lib"), reverse=True)
+    except OSError:
+        return None, None
+    for entry in entries:
+        match = _PYTHON_DIR.match(entry)
+        if match and (prefix / "lib" / entry / "site-packages").is_dir():
+            return prefix / "lib" / entry / "site-packages", match.group(1)
+    return None, None
+
+
+def has_package(folder: Path | None, name: str) -> bool:
+    """Whether ``name`` is installed in a site-packages folder (package dir or metadata)."""
+    if folder is None:
+        return False
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return False
+    prefix = name + "-"
+    return name in entries or any(
+        e.startswith(prefix) and e.endswith((".dist-info", ".egg-info")) for e in entries)
+
+
+def short_hash(path: Path) -> str:
+    """Six hex digits naming a path: tells apart two environments with one name."""
+    return hashlib.sha256(str(path).encode()).hexdigest()[:6]
+
+
+def unique_names(claims: Iterable[tuple[str, Path]]) -> dict[Path, str]:
+    """Stable names: the first claim of a name keeps it (callers order claims as the
+    tool itself resolves names, e.g. conda's envs_dirs order); later claimants get a
+    suffix derived from their path, never from discovery order."""
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for name, prefix in claims:
+        if prefix in names:
+            continue
+        if name in taken:
+            name = f"{name}-{short_hash(prefix)}"
+        taken.add(name)
+        names[prefix] = name
+    return names
+
+
+def excluded(name: str, prefix: Path, patterns: Iterable[str]) -> bool:
+    """Whether a glob pattern matches the environment's name or its path."""
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(str(prefix), p) for p in patterns)
+
+
+def _stamp(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
+
+
+class ProbeCache:
+    """Probe results per environment, reused while the folders that a probe depends on
+    (given by ``watched``) keep their mtimes: installing or removing a package, or a
+    kernelspec, changes one of them."""
+
+    def __init__(self, watched: Callable[[Path], list[Path]],
+                 probe: Callable[[Path], Environment]) -> None:
+        self._watched, self._probe = watched, probe
+        self._entries: dict[Path, tuple[tuple[int, ...], Environment]] = {}
+
+    def get(self, prefix: Path) -> Environment:
+        """The environment at ``prefix``, probed again only if it changed."""
+        key = tuple(_stamp(p) for p in [prefix, *self._watched(prefix)])
+        cached = self._entries.get(prefix)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        env = self._probe(prefix)
+        self._entries[prefix] = (key, env)
+        return env
+
+
+def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:
+    """Kernelspecs installed inside the environment (``share/jupyter/kernels``)."""
+    return scan_kernel_dirs([prefix / "share" / "jupyter" / "kernels"])
+
+
+def environment_kernels(env: Environment, name: str, provider: str,
+                        label: str) -> list[KernelType]:
+    """The kernel types of one environment: its Python kernel (when ipykernel is
+    installed) as ``<provider>/<name>``, and each other kernelspec inside it as
+    ``<provider>/<name>/<spec>``."""
+    base: dict[str, Any] = {"prefix": str(env.prefix), "environment_kind": env.kind,
+                            "environment_name": name}
+    kernels = []
+    if env.has_ipykernel and env.python is not None:
+        own = env.kernelspecs.get("python3")
+        version = f" {env.python_version}" if env.python_version else ""
+        kernels.append(KernelType(
+            id=f"{provider}/{name}", display_name=f"Python{version} ({label}: {name})",
+            language="python", provider=provider,
+            metadata={**base, "python": str(env.python),
+                      "python_version": env.python_version},
+            resources=own.resources if own is not None else {}))
+    for spec_name, spec in sorted(env.kernelspecs.items()):
+        if spec_name == "python3" and env.has_ipykernel:
+            continue  # ipykernel's own spec: the same kernel as the one above
+        kernels.append(KernelType(
+            id=f"{provider}/{name}/{spec_name}",
+            display_name=f"{spec.display_name} ({label}: {name})",
+            language=spec.language, provider=provider,
+            metadata={**spec.metadata, **base, "kernelspec": spec_name,
+                      "resource_dir": str(spec.resource_dir)},
+            resources=spec.resources,
+            interrupt_mode=spec.interrupt_mode,  # type: ignore[arg-type]
+        ))
+    return kernels

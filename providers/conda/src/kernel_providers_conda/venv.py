@@ -1,0 +1,196 @@
+"""The ``venv`` provider: virtualenvs (virtualenvwrapper, pipenv, poetry, uv, project
+``.venv`` folders) and pyenv versions, found by their files alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kernel_providers import (
+    KernelLauncher,
+    KernelProvider,
+    KernelType,
+    LaunchFailed,
+    LaunchOptions,
+    launch_local,
+    report_problem,
+)
+
+from .activation import venv_activation
+from .environments import (
+    Environment,
+    ProbeCache,
+    env_kernelspecs,
+    environment_kernels,
+    excluded,
+    find_python,
+    has_package,
+    site_packages,
+    unique_names,
+)
+
+__all__ = ["VenvConfig", "VenvProvider", "default_venv_dirs"]
+
+
+@dataclass
+class VenvConfig:
+    """``[providers.venv]`` options."""
+
+    #: folders holding virtualenvs; ``None`` means the usual places (see the docs)
+    dirs: list[str] | None = None
+    #: project folders whose ``.venv`` is offered (each folder, and its subfolders)
+    project_dirs: list[str] = field(default_factory=list)
+    #: environment names or paths (globs) to leave out
+    exclude: list[str] = field(default_factory=list)
+    #: offer the ``.venv`` of the current directory
+    include_cwd: bool = True
+
+
+def _env_path(var: str, default: str) -> Path:
+    return Path(os.path.expanduser(os.environ.get(var) or default))
+
+
+def default_venv_dirs() -> list[tuple[Path, str]]:
+    """(folder, kind) pairs searched when ``dirs`` is not configured, in name order:
+    virtualenvwrapper, ~/.venvs, pipenv, poetry, then pyenv versions."""
+    xdg_data = _env_path("XDG_DATA_HOME", "~/.local/share")
+    if sys.platform == "darwin":
+        poetry = Path.home() / "Library" / "Caches" / "pypoetry" / "virtualenvs"
+    else:
+        poetry = _env_path("XDG_CACHE_HOME", "~/.cache") / "pypoetry" / "virtualenvs"
+    return [
+        (_env_path("WORKON_HOME", "~/.virtualenvs"), "venv"),
+        (Path.home() / ".venvs", "venv"),
+        (xdg_data / "virtualenvs", "venv"),  # pipenv
+        (_env_path("POETRY_VIRTUALENVS_PATH", str(poetry)), "venv"),
+        (_env_path("PYENV_ROOT", "~/.pyenv") / "versions", "pyenv"),
+    ]
+
+
+class VenvProvider(KernelProvider):
+    """Every virtualenv (``pyvenv.cfg``) and pyenv version with ipykernel installed, as
+    ``venv/<name>``; kernelspecs inside them as ``venv/<name>/<spec>``."""
+
+    id: ClassVar[str] = "venv"
+    config_class: ClassVar[type[Any] | None] = VenvConfig
+    cache_ttl: ClassVar[float | None] = 0  # validated by mtimes, cheaply, every time
+
+    def __init__(self) -> None:
+        self.config = VenvConfig()
+        self._probes = ProbeCache(self._watched, self._probe)
+        self._kernels: dict[str, tuple[Environment, str | None]] = {}
+
+    def search_dirs(self) -> list[tuple[Path, str]]:
+        """(folder, kind) pairs searched for environments, in name-precedence order."""
+        if self.config.dirs is None:
+            return default_venv_dirs()
+        return [(Path(os.path.expanduser(d)), "venv") for d in self.config.dirs]
+
+    def _claims(self) -> list[tuple[str, Path, str]]:
+        claims: list[tuple[str, Path, str]] = []
+        for directory, kind in self.search_dirs():
+            try:
+                children = sorted(os.listdir(directory))
+            except OSError:
+                continue
+            for child in children:
+                prefix = directory / child
+                if (prefix / "pyvenv.cfg").is_file():
+                    claims.append((child, prefix, "venv"))
+                elif kind == "pyenv" and find_python(prefix) is not None:
+                    claims.append((child, prefix, "pyenv"))
+        projects = [Path.cwd()] if self.config.include_cwd else []
+        for folder in self.config.project_dirs:
+            root = Path(os.path.expanduser(folder))
+            projects.append(root)
+            try:
+                projects += sorted(p for p in root.iterdir() if p.is_dir())
+            except OSError:
+                continue
+        for project in projects:
+            if (project / ".venv" / "pyvenv.cfg").is_file():
+                claims.append((project.name, project / ".venv", "project"))
+        return claims
+
+    @staticmethod
+    def _watched(prefix: Path) -> list[Path]:
+        return [prefix / "pyvenv.cfg", site_packages(prefix)[0] or prefix / "lib",
+                prefix / "share" / "jupyter" / "kernels"]
+
+    @staticmethod
+    def _probe(prefix: Path) -> Environment:
+        problems: list[str] = []
+        version = None
+        cfg = prefix / "pyvenv.cfg"
+        kind = "venv" if cfg.exists() else "pyenv"
+        if kind == "venv":
+            try:
+                for line in cfg.read_text(encoding="utf-8").splitlines():
+                    key, _, value = line.partition("=")
+                    if key.strip() in ("version", "version_info") and value.strip():
+                        version = ".".join(value.strip().split(".")[:2])
+            except (OSError, UnicodeDecodeError) as exc:
+                return Environment(prefix, kind, problems=(
+                    f"{cfg}: unreadable ({exc}); environment skipped",))
+        sp, sp_version = site_packages(prefix)
+        python = find_python(prefix)
+        has_ipykernel = has_package(sp, "ipykernel")
+        if python is None:
+            problems.append(f"{prefix}: its interpreter is missing (the Python it was"
+                            " created from was removed?); environment skipped")
+            has_ipykernel = False
+        specs, spec_problems = env_kernelspecs(prefix)
+        return Environment(prefix, kind, python, version or sp_version, has_ipykernel,
+                           specs, {}, tuple(problems + spec_problems))
+
+    def _scan(self) -> list[KernelType]:
+        claims = self._claims()
+        kinds = {prefix: kind for _, prefix, kind in claims}
+        names = unique_names((name, prefix) for name, prefix, _ in claims)
+        kernels: list[KernelType] = []
+        known = {}
+        for prefix, name in names.items():
+            if excluded(name, prefix, self.config.exclude):
+                continue
+            env = self._probes.get(prefix)
+            for problem in env.problems:
+                report_problem(problem)
+            if kinds[prefix] == "project":
+                env = Environment(env.prefix, "project", env.python, env.python_version,
+                                  env.has_ipykernel, env.kernelspecs, env.env_vars, env.problems)
+            for kernel in environment_kernels(env, name, self.id, env.kind):
+                kernels.append(kernel)
+                known[kernel.id] = (env, kernel.metadata.get("kernelspec"))
+        self._kernels = known  # swapped whole: concurrent launches never see it half built
+        return kernels
+
+    async def find_kernels(self) -> list[KernelType]:
+        """Virtualenvs and pyenv versions, probed by their files: no Python is started."""
+        return await asyncio.to_thread(self._scan)
+
+    async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
+        """Start the kernel with the environment activated (PATH, VIRTUAL_ENV)."""
+        try:
+            env, spec_name = self._kernels[kernel_type.id]
+        except KeyError:
+            raise LaunchFailed(f"{kernel_type.id} is not a known virtualenv kernel; run"
+                               " `kernel-providers list --refresh`") from None
+        activation = venv_activation(env.prefix, is_venv=env.kind != "pyenv")
+        if spec_name is None:
+            if env.python is None or not env.python.exists():
+                raise LaunchFailed(f"cannot start {kernel_type.id}: {env.prefix} has no"
+                                   " Python any more (environment removed after listing?)")
+            return await launch_local(
+                kernel_type,
+                [str(env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                options, env=activation)
+        spec = env.kernelspecs[spec_name]
+        if not (spec.resource_dir / "kernel.json").exists():
+            raise LaunchFailed(f"cannot start {kernel_type.id}: {spec.resource_dir} is gone")
+        return await launch_local(kernel_type, spec.argv, options,
+                                  env={**activation, **spec.env},
+                                  resource_dir=str(spec.resource_dir))
