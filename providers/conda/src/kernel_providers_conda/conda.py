@@ -209,7 +209,7 @@ class CondaProvider(KernelProvider):
             records = os.listdir(meta)
         except OSError as exc:
             return Environment(prefix, "conda", problems=(f"{meta}: {exc.strerror}",))
-        packages = {}
+        packages: dict[str, tuple[str, Path]] = {}
         for record in records:
             if record.endswith(".json") and record.count("-") >= 2:
                 name, version, _ = record[:-5].rsplit("-", 2)
@@ -226,8 +226,9 @@ class CondaProvider(KernelProvider):
         sp, sp_version = site_packages(prefix)
         if not has_ipykernel and not problems:
             has_ipykernel = has_package(sp, "ipykernel")  # pip-installed into the env
-        version = packages.get("python", (None, None))[0]
-        version = ".".join(version.split(".")[:2]) if version else sp_version
+        python_record = packages.get("python")
+        version = (".".join(python_record[0].split(".")[:2]) if python_record
+                   else sp_version)
         python = find_python(prefix)
         if has_ipykernel and python is None:
             problems.append(f"{prefix}: ipykernel is installed but the interpreter"
