@@ -212,8 +212,8 @@ class CondaProvider(KernelProvider):
         packages: dict[str, tuple[str, Path]] = {}
         for record in records:
             if record.endswith(".json") and record.count("-") >= 2:
-                name, version, _ = record[:-5].rsplit("-", 2)
-                packages[name] = (version, meta / record)
+                name, package_version, _ = record[:-5].rsplit("-", 2)
+                packages[name] = (package_version, meta / record)
         has_ipykernel = False
         if "ipykernel" in packages:
             path = packages["ipykernel"][1]
@@ -228,7 +228,7 @@ class CondaProvider(KernelProvider):
             has_ipykernel = has_package(sp, "ipykernel")  # pip-installed into the env
         python_record = packages.get("python")
         version = (".".join(python_record[0].split(".")[:2]) if python_record
-                   else sp_version)
+                   else sp_version)  # "3.11", for the display name
         python = find_python(prefix)
         if has_ipykernel and python is None:
             problems.append(f"{prefix}: ipykernel is installed but the interpreter"
