@@ -168,3 +168,11 @@ def make_venv_fixture(ipykernel_wheel: Path) -> Callable[..., Path]:
     def make(prefix: Path, with_ipykernel: bool = True) -> Path:
         return make_venv(prefix, ipykernel_wheel if with_ipykernel else None)
     return make
+
+
+@pytest.fixture(name="make_conda_env")
+def make_conda_env_fixture(ipykernel_wheel: Path) -> Callable[..., Path]:
+    """``make_conda_env(prefix, with_ipykernel=True)``: a conda environment."""
+    def make(prefix: Path, with_ipykernel: bool = True) -> Path:
+        return make_conda_env(prefix, ipykernel_wheel if with_ipykernel else None)
+    return make
