@@ -27,7 +27,6 @@ from .environments import (
     Environment,
     ProbeCache,
     env_kernelspecs,
-    environment_kernels,
     excluded,
     find_python,
     has_package,
@@ -121,11 +120,10 @@ class CondaProvider(KernelProvider):
                 return found
         return None
 
-    def root_prefixes(self) -> list[Path]:
-        """Root (base) prefixes: the executable's install, MAMBA_ROOT_PREFIX, well-known
-        install folders; only those that are conda prefixes."""
+    def root_prefixes(self, exe: str | None) -> list[Path]:
+        """Root (base) prefixes: the executable's install (``exe``), MAMBA_ROOT_PREFIX,
+        well-known install folders; only those that are conda prefixes."""
         roots: list[Path] = []
-        exe = self.executable()
         candidates = [_root_of(exe) if exe else None]
         if os.environ.get("MAMBA_ROOT_PREFIX"):
             candidates.append(_expand(os.environ["MAMBA_ROOT_PREFIX"]))
@@ -169,11 +167,10 @@ class CondaProvider(KernelProvider):
 
     # --- the executable's own list -----------------------------------------------------
 
-    async def _executable_envs(self, watched: list[Path]) -> list[Path]:
-        exe = self.executable() if self.config.use_executable else None
-        if exe is None:
+    async def _executable_envs(self, exe: str | None, watched: list[Path]) -> list[Path]:
+        if exe is None or not self.config.use_executable:
             return []
-        stamp = tuple(_mtime(p) for p in [Path(exe), *watched])
+        stamp = tuple(_mtime(p) for p in [exe, *map(str, watched)])
         if self._listed is not None and self._listed[0] == stamp:
             return self._listed[1]
         prefixes: list[Path] = []
@@ -275,7 +272,7 @@ class CondaProvider(KernelProvider):
                 report_problem(problem)
             activation_name = name if prefix.parent in dirs or prefix in root_set \
                 else str(prefix)
-            for kernel in environment_kernels(env, name, self.id, "conda"):
+            for kernel in self._probes.kernels(env, name, self.id, "conda"):
                 kernels.append(kernel)
                 spec = kernel.metadata.get("kernelspec")
                 known[kernel.id] = (env, activation_name, spec)
@@ -294,11 +291,12 @@ class CondaProvider(KernelProvider):
     async def find_kernels(self) -> list[KernelType]:
         """Conda environments from conda's files (and its executable), probed by reading
         their package records: no Python is started."""
-        roots = self.root_prefixes()
+        exe = self.executable()
+        roots = self.root_prefixes(exe)
         condarcs = self.condarc_files(roots)
         dirs = self.envs_dirs(roots, condarcs)
         watched = [Path.home() / ".conda" / "environments.txt", *condarcs, *dirs]
-        listed = await self._executable_envs(watched)
+        listed = await self._executable_envs(exe, watched)
         return await asyncio.to_thread(self._scan, listed, roots, dirs)
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
@@ -329,7 +327,7 @@ class CondaProvider(KernelProvider):
                                   env={**activation, **spec_env}, resource_dir=resource_dir)
 
 
-def _mtime(path: Path) -> int:
+def _mtime(path: str) -> int:
     try:
         return os.stat(path).st_mtime_ns
     except OSError:

@@ -111,7 +111,7 @@ def excluded(name: str, prefix: Path, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(str(prefix), p) for p in patterns)
 
 
-def _stamp(path: Path) -> int:
+def _stamp(path: str) -> int:
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
@@ -120,23 +120,35 @@ def _stamp(path: Path) -> int:
 
 class ProbeCache:
     """Probe results per environment, reused while the folders that a probe depends on
-    (given by ``watched``) keep their mtimes: installing or removing a package, or a
-    kernelspec, changes one of them."""
+    (given by ``watched``, e.g. conda-meta, site-packages, the kernelspecs folder) keep
+    their mtimes: installing or removing a package, or a kernelspec, changes one of
+    them. The kernel types built from an environment are kept alongside."""
 
     def __init__(self, watched: Callable[[Path], list[Path]],
                  probe: Callable[[Path], Environment]) -> None:
         self._watched, self._probe = watched, probe
-        self._entries: dict[Path, tuple[tuple[int, ...], Environment]] = {}
+        # prefix -> (watched paths, their mtimes, environment, {name: kernel types})
+        self._entries: dict[Path, tuple[list[str], tuple[int, ...], Environment,
+                                        dict[str, list[KernelType]]]] = {}
 
     def get(self, prefix: Path) -> Environment:
         """The environment at ``prefix``, probed again only if it changed."""
-        key = tuple(_stamp(p) for p in [prefix, *self._watched(prefix)])
-        cached = self._entries.get(prefix)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        entry = self._entries.get(prefix)
+        if entry is not None and tuple(_stamp(p) for p in entry[0]) == entry[1]:
+            return entry[2]
+        paths = [str(p) for p in [prefix, prefix / "lib", *self._watched(prefix)]]
+        stamps = tuple(_stamp(p) for p in paths)
         env = self._probe(prefix)
-        self._entries[prefix] = (key, env)
+        self._entries[prefix] = (paths, stamps, env, {})
         return env
+
+    def kernels(self, env: Environment, name: str, provider: str,
+                label: str) -> list[KernelType]:
+        """``environment_kernels`` for ``env``, built once per probe and name."""
+        memo = self._entries[env.prefix][3]
+        if name not in memo:
+            memo[name] = environment_kernels(env, name, provider, label)
+        return memo[name]
 
 
 def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:

@@ -25,7 +25,6 @@ from .environments import (
     Environment,
     ProbeCache,
     env_kernelspecs,
-    environment_kernels,
     excluded,
     find_python,
     has_package,
@@ -162,7 +161,7 @@ class VenvProvider(KernelProvider):
             if kinds[prefix] == "project":
                 env = Environment(env.prefix, "project", env.python, env.python_version,
                                   env.has_ipykernel, env.kernelspecs, env.env_vars, env.problems)
-            for kernel in environment_kernels(env, name, self.id, env.kind):
+            for kernel in self._probes.kernels(env, name, self.id, env.kind):
                 kernels.append(kernel)
                 known[kernel.id] = (env, kernel.metadata.get("kernelspec"))
         self._kernels = known  # swapped whole: concurrent launches never see it half built
