@@ -83,7 +83,7 @@ def main() -> int:
     reps = 5 if args.quick else 21
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        prefixes = build(home)
+        build(home)
         os.environ.update({"HOME": str(home), "KERNEL_PROVIDERS_DISABLE": "spec"})
         for var in ("CONDA_EXE", "MAMBA_EXE", "MAMBA_ROOT_PREFIX", "CONDA_ENVS_PATH",
                     "WORKON_HOME", "PYENV_ROOT", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
