@@ -137,6 +137,21 @@ async def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_cleanup(args: argparse.Namespace) -> int:
+    finder = _make_finder()
+    failed = False
+    for provider in finder.providers.values():
+        try:
+            removed = await provider.cleanup_orphans()
+        except Exception as exc:
+            failed = True
+            _err(f"error: provider {provider.id!r} could not clean up: {exc}")
+            continue
+        for line in removed:
+            print(f"{provider.id}: removed {line}")
+    return EXIT_KERNEL_FAILED if failed else EXIT_OK
+
+
 # --- run / launch ------------------------------------------------------------------------
 
 
@@ -290,6 +305,10 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--code", "-c", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code, or - for standard input")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("cleanup", help="remove what kernels of dead launchers left behind"
+                       " (containers ...)")
+    p.set_defaults(handler=cmd_cleanup)
 
     p = sub.add_parser("launch", help="start a kernel and keep it running until Ctrl-C")
     p.add_argument("id", help="kernel id, e.g. spec/python3")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KernelSpec", "read_kernel_spec", "scan_kernel_dirs"]
+__all__ = ["KernelSpec", "parse_kernel_spec", "read_kernel_spec", "scan_kernel_dirs"]
 
 _VALID_NAME = re.compile(r"^[a-z0-9._-]+$")
 _RESOURCE_FILES = ("kernel.js", "kernel.css")
@@ -47,43 +47,51 @@ class KernelSpec:
         return found
 
 
-def _expect(spec: dict[str, Any], key: str, kind: type, default: Any, where: Path) -> Any:
+def _expect(spec: dict[str, Any], key: str, kind: type, default: Any, where: object) -> Any:
     value = spec.get(key, default)
     if not isinstance(value, kind):
         raise ValueError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
     return value
 
 
+def parse_kernel_spec(text: str, name: str, where: object, resource_dir: Path) -> KernelSpec:
+    """Validate the text of a kernel.json (``where`` names it in messages: a path, an
+    image label ...); ``ValueError`` says what is wrong."""
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: invalid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: must hold a JSON object")
+    argv = _expect(spec, "argv", list, None, where) if "argv" in spec else None
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError(f"{where}: 'argv' must be a non-empty list of strings")
+    env = _expect(spec, "env", dict, {}, where)
+    if not all(isinstance(v, str) for v in env.values()):
+        raise ValueError(f"{where}: every value of 'env' must be a string")
+    mode = _expect(spec, "interrupt_mode", str, "signal", where)
+    if mode not in ("signal", "message"):
+        raise ValueError(f"{where}: 'interrupt_mode' must be 'signal' or 'message'")
+    return KernelSpec(
+        name=name,
+        resource_dir=resource_dir,
+        argv=argv,
+        display_name=_expect(spec, "display_name", str, name, where),
+        language=_expect(spec, "language", str, "", where),
+        env=env,
+        interrupt_mode=mode,
+        metadata=_expect(spec, "metadata", dict, {}, where),
+    )
+
+
 def read_kernel_spec(name: str, folder: Path) -> KernelSpec:
     """Read and validate ``folder/kernel.json``; ``ValueError`` says what is wrong."""
     path = folder / "kernel.json"
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path}: invalid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: must hold a JSON object")
-    argv = _expect(spec, "argv", list, None, path) if "argv" in spec else None
-    if not argv or not all(isinstance(a, str) for a in argv):
-        raise ValueError(f"{path}: 'argv' must be a non-empty list of strings")
-    env = _expect(spec, "env", dict, {}, path)
-    if not all(isinstance(v, str) for v in env.values()):
-        raise ValueError(f"{path}: every value of 'env' must be a string")
-    mode = _expect(spec, "interrupt_mode", str, "signal", path)
-    if mode not in ("signal", "message"):
-        raise ValueError(f"{path}: 'interrupt_mode' must be 'signal' or 'message'")
-    return KernelSpec(
-        name=name,
-        resource_dir=folder,
-        argv=argv,
-        display_name=_expect(spec, "display_name", str, name, path),
-        language=_expect(spec, "language", str, "", path),
-        env=env,
-        interrupt_mode=mode,
-        metadata=_expect(spec, "metadata", dict, {}, path),
-    )
+    return parse_kernel_spec(text, name, path, folder)
 
 
 def scan_kernel_dirs(directories: Iterable[Path], exclude: Iterable[str] = ()

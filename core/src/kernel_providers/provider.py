@@ -68,3 +68,10 @@ class KernelProvider:
         kernel's output on failure, leaving nothing behind.
         """
         raise NotImplementedError
+
+    async def cleanup_orphans(self) -> list[str]:
+        """Remove what launches of this provider left behind when the process that
+        launched them died (containers, remote files ...); return one line per thing
+        removed. Called by ``kernel-providers cleanup``. The default has nothing to do.
+        """
+        return []
