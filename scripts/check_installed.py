@@ -14,6 +14,7 @@ LOCAL = {
     "kernel-providers-core": ROOT / "core",
     "kernel-providers-kernelspec": ROOT / "providers" / "kernelspec",
     "kernel-providers-conda": ROOT / "providers" / "conda",
+    "kernel-providers-docker": ROOT / "providers" / "docker",
     "kernel-providers-example": ROOT / "docs" / "example-provider",
 }
 

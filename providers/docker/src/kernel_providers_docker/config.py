@@ -1,0 +1,81 @@
+"""``[providers.docker]`` options, and the image entries they list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel_providers import ConfigError
+
+__all__ = ["LABEL", "PULL_POLICIES", "DockerConfig", "ImageEntry", "parse_images"]
+
+LABEL = "io.jupyter.kernelspec"
+PULL_POLICIES = ("never", "missing", "always")
+IPYKERNEL_ARGV = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+@dataclass
+class DockerConfig:
+    """``[providers.docker]`` options; per-image tables in ``images`` override them."""
+
+    #: images to offer besides the labelled ones: "name:tag" or tables (see ImageEntry)
+    images: list[Any] = field(default_factory=list)
+    #: offer every local image carrying the io.jupyter.kernelspec label
+    labelled_images: bool = True
+    #: "never" (default), "missing" or "always"
+    pull: str = "never"
+    #: seconds an image pull may take (separate from the kernel's ready timeout)
+    pull_timeout: float = 900.0
+    #: environment variables for every container
+    env: dict[str, str] = field(default_factory=dict)
+    #: volumes, "host-path:container-path[:ro]"
+    mounts: list[str] = field(default_factory=list)
+    #: mount the current directory at this path inside the container (and work there)
+    mount_cwd: str | None = None
+    mem_limit: str | None = None
+    cpus: float | None = None
+    network: str | None = None
+    user: str | None = None
+
+
+@dataclass
+class ImageEntry:
+    """One configured image: the kernel ``docker/<name>`` (``name`` defaults to the image
+    reference) with its own argv, env and limits."""
+
+    image: str
+    name: str
+    argv: list[str] | None = None
+    display_name: str | None = None
+    language: str = "python"
+    interrupt_mode: str = "signal"
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[str] = field(default_factory=list)
+    mem_limit: str | None = None
+    cpus: float | None = None
+    network: str | None = None
+    user: str | None = None
+    pull: str | None = None
+
+
+_ENTRY_KEYS = {f for f in ImageEntry.__dataclass_fields__}
+
+
+def parse_images(entries: list[Any], where: str) -> list[ImageEntry]:
+    """Validate the ``images`` list; errors name the entry."""
+    from kernel_providers.config import build_options
+
+    parsed = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            parsed.append(ImageEntry(image=entry, name=entry))
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise ConfigError(f"{where}: images[{i}] must be an image reference or a table"
+                              " with at least image = \"name:tag\"")
+        table = {"name": entry["image"], **entry}
+        item: ImageEntry = build_options(ImageEntry, table, f"{where}: images[{i}]")
+        if item.pull is not None and item.pull not in PULL_POLICIES:
+            raise ConfigError(f"{where}: images[{i}].pull must be one of {PULL_POLICIES}")
+        parsed.append(item)
+    return parsed

@@ -1,0 +1,261 @@
+"""Kernels in containers: start one, and the launcher contract on top of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal as _signal
+import socket
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kernel_providers import (
+    KernelLauncher,
+    KernelType,
+    LaunchFailed,
+    LaunchOptions,
+    OutputBuffer,
+)
+from kernel_providers.connection import (
+    PORT_NAMES,
+    new_connection_info,
+    remove_connection_file,
+    write_connection_file,
+)
+from kernel_providers.local import substitute_argv
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+__all__ = ["CONTAINER_PORTS", "DockerLauncher", "LaunchTarget", "launcher_stamp",
+           "start_container"]
+
+# Fixed ports inside the container's own network namespace: nothing else binds there.
+CONTAINER_PORTS = {"shell_port": 50001, "iopub_port": 50002, "stdin_port": 50003,
+                   "control_port": 50004, "hb_port": 50005}
+CONNECTION_DIR = "/tmp"
+CONNECTION_NAME = "kernel-providers-connection.json"
+MANAGED = "io.kernel-providers.managed"
+KERNEL_ID = "io.kernel-providers.kernel-id"
+LAUNCHER = "io.kernel-providers.launcher"
+
+
+@dataclass
+class LaunchTarget:
+    """What to run for one kernel type: image, argv, and container options."""
+
+    image: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[str] = field(default_factory=list)
+    working_dir: str | None = None
+    mem_limit: str | None = None
+    cpus: float | None = None
+    network: str | None = None
+    user: str | None = None
+    pull: str = "never"
+    pull_timeout: float = 900.0
+
+
+def launcher_stamp(pid: int | None = None) -> str:
+    """``host:pid:start-time`` of a process: tells a live launcher from a reused pid."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def exit_status(code: int | None) -> int | None:
+    """Docker's exit code as Popen reports it: the init process exits 128+N when the
+    kernel was killed by signal N, which becomes -N."""
+    if code is not None and 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
+
+
+class DockerLauncher(KernelLauncher):
+    """A kernel in a container. ``container`` is the docker SDK object."""
+
+    def __init__(self, kernel_type: KernelType, connection_info: Any, connection_file: str,
+                 options: LaunchOptions, client: DockerClient, container: Container) -> None:
+        super().__init__(kernel_type, connection_info, connection_file, options)
+        self.client, self.container = client, container
+        self._output = OutputBuffer()
+        self._status: int | None = None
+        self._ended = asyncio.get_running_loop().create_future()
+        self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                         name=f"docker-watch-{container.short_id}")
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        # A thread of its own (not the loop's executor): following logs and waiting
+        # block for the kernel's whole life.
+        loop = self._ended.get_loop()
+        code: int | None = None
+        try:
+            for chunk in self.container.logs(stream=True, follow=True):
+                self._output.append(chunk)
+            code = int(self.container.wait().get("StatusCode", -1))
+        except Exception:  # the container was removed under us
+            code = None
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(self._finish, exit_status(code))
+
+    def _finish(self, status: int | None) -> None:
+        self._status = status
+        if not self._ended.done():
+            self._ended.set_result(status)
+
+    @property
+    def output(self) -> str:
+        """The container's logs (stdout and stderr), last 64 KiB."""
+        return self._output.text()
+
+    def poll(self) -> int | None:
+        """``None`` while the container runs, else its exit status."""
+        return self._status if self._ended.done() else None
+
+    async def wait(self) -> int | None:
+        """Wait for the container to end: its exit status (-N for signal N)."""
+        return await asyncio.shield(self._ended)
+
+    async def signal(self, signum: int) -> None:
+        """Deliver ``signum`` to the kernel: the container's init forwards it."""
+        if self.poll() is not None:
+            return
+        from docker.errors import APIError, NotFound
+
+        with contextlib.suppress(NotFound, APIError):  # already gone or stopping
+            await asyncio.to_thread(self.container.kill, signal=int(signum))
+
+    async def kill(self) -> None:
+        """SIGKILL the container."""
+        await self.signal(_signal.SIGKILL)
+
+    async def free_resources(self) -> None:
+        """Remove the container (its connection file goes with it)."""
+        from docker.errors import NotFound
+
+        with contextlib.suppress(NotFound):
+            await asyncio.to_thread(self.container.remove, force=True)
+        await asyncio.to_thread(self._watcher.join, 5)
+
+
+def _connection_tar(info: dict[str, Any], user: str | None) -> bytes:
+    data = json.dumps(info).encode()
+    member = tarfile.TarInfo(CONNECTION_NAME)
+    member.size, member.mode, member.mtime = len(data), 0o600, int(time.time())
+    if user:
+        uid, _, gid = user.partition(":")
+        if uid.isdigit():
+            member.uid = int(uid)
+            member.gid = int(gid) if gid.isdigit() else int(uid)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _mounts(specs: list[str]) -> dict[str, dict[str, str]]:
+    volumes = {}
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise LaunchFailed(f"bad mount {spec!r}: use 'host-path:container-path[:ro]'")
+        mode = parts[2] if len(parts) == 3 else "rw"
+        volumes[os.path.abspath(os.path.expanduser(parts[0]))] = {"bind": parts[1],
+                                                                   "mode": mode}
+    return volumes
+
+
+def _create_and_start(client: DockerClient, kernel_type: KernelType, target: LaunchTarget,
+                      options: LaunchOptions, inner: dict[str, Any],
+                      host_ports: dict[str, int | None]) -> Container:
+    argv = substitute_argv([*target.argv, *options.extra_argv],
+                           f"{CONNECTION_DIR}/{CONNECTION_NAME}")
+    container = client.containers.create(
+        target.image, command=argv, detach=True, init=True,
+        environment={**target.env, **options.env},
+        labels={MANAGED: "1", KERNEL_ID: kernel_type.id, LAUNCHER: launcher_stamp()},
+        ports={f"{CONTAINER_PORTS[p]}/tcp": ("127.0.0.1", host_ports.get(p))
+               for p in PORT_NAMES},
+        volumes=_mounts(target.mounts) or None,
+        working_dir=options.cwd if options.cwd and target.working_dir else target.working_dir,
+        mem_limit=target.mem_limit,
+        nano_cpus=int(target.cpus * 1e9) if target.cpus else None,
+        network=target.network, user=target.user,
+    )
+    try:
+        container.put_archive(CONNECTION_DIR, _connection_tar(inner, target.user))
+        container.start()
+        container.reload()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+        raise
+    return container
+
+
+async def start_container(client: DockerClient, kernel_type: KernelType,
+                          target: LaunchTarget, options: LaunchOptions) -> DockerLauncher:
+    """Create and start the kernel's container; returns once its ports are published.
+
+    The connection file goes into the container (0600) through the API, never on a
+    command line or in an image layer. Nothing is left behind if this raises.
+    """
+    from docker.errors import APIError, ImageNotFound
+
+    from .images import ensure_image
+
+    await ensure_image(client, target.image, target.pull, target.pull_timeout)
+    inner: dict[str, Any] = dict(new_connection_info(CONTAINER_PORTS, ip="0.0.0.0",
+                                                     kernel_name=kernel_type.name))
+    reuse = options.connection_info or {}
+    if reuse.get("key"):
+        inner["key"] = reuse["key"]
+    wanted: dict[str, int | None] = {p: reuse.get(p) for p in PORT_NAMES}  # type: ignore[misc]
+    try:
+        try:
+            container = await asyncio.to_thread(_create_and_start, client, kernel_type,
+                                                target, options, inner, wanted)
+        except APIError as exc:
+            if not any(wanted.values()) or "port is already allocated" not in str(exc):
+                raise
+            # A restart asked for its old host ports and one was taken: take new ones.
+            container = await asyncio.to_thread(_create_and_start, client, kernel_type,
+                                                target, options, inner, {})
+    except ImageNotFound:
+        raise LaunchFailed(f"image {target.image!r} is not present on the Docker engine;"
+                           f" `docker pull {target.image}` or set pull = 'missing'") from None
+    except APIError as exc:
+        raise LaunchFailed(f"Docker could not start {kernel_type.id}:"
+                           f" {exc.explanation or exc}") from None
+    try:
+        published = container.attrs["NetworkSettings"]["Ports"]
+        info: dict[str, Any] = {**inner, "ip": "127.0.0.1"}
+        for name, port in CONTAINER_PORTS.items():
+            info[name] = int(published[f"{port}/tcp"][0]["HostPort"])
+        path = write_connection_file(info)  # type: ignore[arg-type]
+    except Exception as exc:
+        logs = ""
+        with contextlib.suppress(Exception):
+            logs = (await asyncio.to_thread(container.logs)).decode("utf-8", "replace")
+        await asyncio.to_thread(container.remove, force=True)
+        raise LaunchFailed(f"container of {kernel_type.id} ended or published no ports"
+                           f" ({type(exc).__name__}: {exc})", logs) from None
+    try:
+        return DockerLauncher(kernel_type, info, str(path), options, client, container)
+    except BaseException:
+        remove_connection_file(path)
+        await asyncio.to_thread(container.remove, force=True)
+        raise

@@ -1,0 +1,157 @@
+"""The ``docker`` provider: labelled and configured images, a container per kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from kernel_providers import (
+    ConfigError,
+    KernelLauncher,
+    KernelProvider,
+    KernelType,
+    LaunchFailed,
+    LaunchOptions,
+    report_problem,
+)
+
+from .config import IPYKERNEL_ARGV, PULL_POLICIES, DockerConfig, parse_images
+from .images import image_kernel_type, label_spec
+from .launcher import KERNEL_ID, LAUNCHER, MANAGED, LaunchTarget, launcher_stamp, start_container
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+__all__ = ["DockerProvider"]
+
+
+@dataclass
+class _Kernel:
+    kernel_type: KernelType
+    target: LaunchTarget
+
+
+class DockerProvider(KernelProvider):
+    """Every local image labelled ``io.jupyter.kernelspec`` and every configured image,
+    as ``docker/<image>``; each kernel runs in a container of its own."""
+
+    id: ClassVar[str] = "docker"
+    config_class: ClassVar[type[Any] | None] = DockerConfig
+
+    def __init__(self) -> None:
+        self.config = DockerConfig()
+        self._client: DockerClient | None = None
+        self._kernels: dict[str, _Kernel] = {}
+
+    def client(self) -> DockerClient:
+        """The engine client (connected on first use; ProviderUnavailable if it can't)."""
+        if self._client is None:
+            from .engine import connect
+
+            self._client = connect()
+        return self._client
+
+    def _target(self, image: str, argv: list[str], env: dict[str, str],
+                entry: Any = None) -> LaunchTarget:
+        c = self.config
+        pull = (entry.pull if entry is not None and entry.pull else c.pull)
+        if pull not in PULL_POLICIES:
+            raise ConfigError(f"[providers.docker] pull must be one of {PULL_POLICIES}")
+        mounts = [*c.mounts, *(entry.mounts if entry is not None else [])]
+        working_dir = None
+        if c.mount_cwd:
+            mounts.append(f"{os.getcwd()}:{c.mount_cwd}")
+            working_dir = c.mount_cwd
+
+        def pick(name: str) -> Any:
+            value = getattr(entry, name, None) if entry is not None else None
+            return value if value is not None else getattr(c, name)
+
+        return LaunchTarget(
+            image=image, argv=argv, env={**c.env, **env}, mounts=mounts,
+            working_dir=working_dir, mem_limit=pick("mem_limit"), cpus=pick("cpus"),
+            network=pick("network"), user=pick("user"), pull=pull,
+            pull_timeout=c.pull_timeout)
+
+    def _scan(self) -> list[KernelType]:
+        from docker.errors import ImageNotFound
+
+        client = self.client()
+        kernels: dict[str, _Kernel] = {}
+        if self.config.labelled_images:
+            for image in client.images.list(filters={"label": "io.jupyter.kernelspec"}):
+                for tag in image.tags:
+                    try:
+                        spec = label_spec(image, tag)
+                    except ValueError as exc:
+                        report_problem(f"{exc}; image skipped")
+                        continue
+                    assert spec is not None
+                    kernel = image_kernel_type(tag, tag, spec.display_name, spec.language,
+                                               spec.interrupt_mode, spec.metadata, image.id)
+                    kernels[kernel.id] = _Kernel(kernel, self._target(tag, spec.argv,
+                                                                       spec.env))
+        for entry in parse_images(self.config.images, "[providers.docker]"):
+            spec, image_id = None, None
+            try:
+                image = client.images.get(entry.image)
+                image_id = image.id
+                spec = label_spec(image, entry.image)
+            except ImageNotFound:
+                if (entry.pull or self.config.pull) == "never":
+                    report_problem(f"image {entry.image!r} is not present on the Docker"
+                                   f" engine: `docker pull {entry.image}`, or set pull ="
+                                   " 'missing' to pull it at launch; not listed")
+                    continue
+            except ValueError:
+                spec = None  # a bad label: the entry's own settings still apply
+            argv = entry.argv or (spec.argv if spec else IPYKERNEL_ARGV)
+            kernel = image_kernel_type(
+                entry.name, entry.image,
+                entry.display_name or (spec.display_name if spec else entry.image),
+                entry.language if entry.argv or not spec else spec.language,
+                entry.interrupt_mode, {"present": image_id is not None}, image_id)
+            kernels[kernel.id] = _Kernel(kernel, self._target(
+                entry.image, argv, {**(spec.env if spec else {}), **entry.env}, entry))
+        self._kernels = kernels
+        return [k.kernel_type for k in kernels.values()]
+
+    async def find_kernels(self) -> list[KernelType]:
+        """Images from the engine (labelled) and from the configuration."""
+        return await asyncio.to_thread(self._scan)
+
+    async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
+        """Start the kernel in a new container, its ports published on 127.0.0.1."""
+        kernel = self._kernels.get(kernel_type.id)
+        if kernel is None:
+            raise LaunchFailed(f"{kernel_type.id} is not a known Docker kernel; run"
+                               " `kernel-providers list --refresh`")
+        client = await asyncio.to_thread(self.client)
+        return await start_container(client, kernel_type, kernel.target, options)
+
+    async def cleanup_orphans(self) -> list[str]:
+        """Remove containers of ours whose launching process (on this host) is gone."""
+        return await asyncio.to_thread(self._remove_orphans)
+
+    def _remove_orphans(self) -> list[str]:
+        from docker.errors import NotFound
+
+        host = launcher_stamp().split(":")[0]
+        removed = []
+        for container in self.client().containers.list(all=True,
+                                                        filters={"label": f"{MANAGED}=1"}):
+            stamp = container.labels.get(LAUNCHER, "")
+            stamp_host, _, rest = stamp.partition(":")
+            pid = rest.split(":")[0]
+            if stamp_host != host or not pid.isdigit():
+                continue  # launched from another machine: not ours to judge
+            if launcher_stamp(int(pid)) == stamp:
+                continue  # its launcher still runs
+            with contextlib.suppress(NotFound):
+                container.remove(force=True)
+                kernel_id = container.labels.get(KERNEL_ID, "?")
+                removed.append(f"container {container.short_id} ({kernel_id})")
+        return removed

@@ -1,0 +1,180 @@
+"""The Docker provider against a real engine: conformance, what runs where, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel_providers import KernelFinder, LaunchFailed, ProviderUnavailable
+from kernel_providers.testing import ConformanceSuite, run_code
+
+IMAGE_ID = "docker/kernel-providers-test:bookworm"
+
+
+class TestDockerConformance(ConformanceSuite):
+    kernel_id = IMAGE_ID
+    failing_kernel_id = "docker/exits"
+    failing_kernel_output = "docker-exits-marker"
+
+    @pytest.fixture
+    def finder(self, docker_finder: Any, test_image: str) -> KernelFinder:
+        return docker_finder(images=[{  # type: ignore[no-any-return]
+            "image": test_image, "name": "exits",
+            "argv": ["python3", "-c", "print('docker-exits-marker'); raise SystemExit(3)"]}])
+
+    def leftovers(self, runtime_dir: Path) -> set[str]:
+        from kernel_providers_docker.engine import connect
+
+        client = connect()
+        containers = {c.id for c in client.containers.list(
+            all=True, filters={"label": "io.kernel-providers.managed=1"})}
+        return super().leftovers(runtime_dir) | containers
+
+
+def test_code_runs_in_the_container(docker_finder: Any) -> None:
+    finder = docker_finder(env={"KP_FROM_CONFIG": "yes"})
+
+    async def scenario() -> None:
+        launcher = await finder.launch(IMAGE_ID)
+        try:
+            out, _, _ = await run_code(launcher, (
+                "import socket, os, sys; print(socket.gethostname());"
+                " print(os.path.exists('/etc/debian_version'), os.environ['KP_FROM_CONFIG']);"
+                " print(sys.version_info[:2])"))
+            hostname, flags, version = out.splitlines()
+            assert hostname == launcher.container.short_id  # type: ignore[attr-defined]
+            assert flags == "True yes"
+            assert version == "(3, 11)"
+            # The connection file inside the container is private to its user.
+            mode = launcher.container.exec_run(  # type: ignore[attr-defined]
+                ["stat", "-c", "%a", "/tmp/kernel-providers-connection.json"]).output
+            assert mode.strip() == b"600"
+            # Ports are published on the loopback interface only.
+            ports = launcher.container.attrs["NetworkSettings"]["Ports"]  # type: ignore[attr-defined]
+            assert {b["HostIp"] for v in ports.values() for b in v} == {"127.0.0.1"}
+        finally:
+            await launcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_limits_mounts_and_cwd(docker_finder: Any, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data.txt").write_text("from the host")
+    monkeypatch.chdir(tmp_path)
+    finder = docker_finder(mount_cwd="/work", mem_limit="256m", cpus=0.5)
+
+    async def scenario() -> None:
+        launcher = await finder.launch(IMAGE_ID)
+        try:
+            out, _, _ = await run_code(
+                launcher, "import os; print(os.getcwd(), open('data.txt').read())")
+            assert out == "/work from the host\n"
+            config = launcher.container.attrs["HostConfig"]  # type: ignore[attr-defined]
+            assert config["Memory"] == 256 * 1024 * 1024 and config["NanoCpus"] == 5 * 10**8
+        finally:
+            await launcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_missing_image_and_bad_label(docker_finder: Any, docker_client: Any,
+                                     tmp_path: Path) -> None:
+    # An image whose label is not valid JSON: reported, listing goes on.
+    empty = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True).stdout
+    subprocess.run(["docker", "import", "--change", "LABEL io.jupyter.kernelspec='{not json'",
+                    "-", "kp-badlabel:1"], input=empty, check=True, capture_output=True)
+    try:
+        finder = docker_finder(images=["kp-no-such-image:0"])
+        kernels = [k.id for k in asyncio.run(finder.find_kernels())]
+        assert IMAGE_ID in kernels
+        assert "docker/kp-badlabel:1" not in kernels
+        assert "docker/kp-no-such-image:0" not in kernels
+        problems = "\n".join(next(r for r in finder.reports if r.id == "docker").problems)
+        assert "image kp-badlabel:1: label io.jupyter.kernelspec: invalid JSON" in problems
+        assert "'kp-no-such-image:0' is not present" in problems
+        # Listed because it may be pulled, but no registry answers: a clear failure.
+        finder = docker_finder(images=[{"image": "kp-no-such-image:0", "pull": "missing"}],
+                               pull_timeout=60)
+
+        async def scenario() -> None:
+            with pytest.raises(LaunchFailed, match="pulling kp-no-such-image:0 failed"):
+                await finder.launch("docker/kp-no-such-image:0")
+
+        asyncio.run(scenario())
+    finally:
+        docker_client.images.remove("kp-badlabel:1", force=True)
+
+
+def test_unreachable_engine_is_reported(kp_isolated: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    finder = KernelFinder()
+    kernels = asyncio.run(finder.find_kernels())
+    report = next(r for r in finder.reports if r.id == "docker")
+    assert report.status == "error"
+    assert f"Docker engine not reachable at unix://{tmp_path}/no-docker.sock" in report.message
+    assert "is dockerd running?" in report.message
+    assert any(k.provider == "spec" for k in kernels)  # the others still list
+    with pytest.raises(ProviderUnavailable):
+        from kernel_providers_docker.engine import connect
+
+        connect()
+
+
+def test_interrupt_kill_and_status(docker_finder: Any) -> None:
+    finder = docker_finder()
+
+    async def scenario() -> None:
+        launcher = await finder.launch(IMAGE_ID)
+        await launcher.signal(signal.SIGTERM)
+        assert await asyncio.wait_for(launcher.wait(), 30) == -signal.SIGTERM
+        await launcher.cleanup()
+
+    asyncio.run(scenario())
+
+
+def test_orphaned_containers_are_cleaned_up(docker_finder: Any, docker_client: Any,
+                                            tmp_path: Path) -> None:
+    docker_finder()  # the leftover check
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import KernelFinder
+        async def main():
+            launcher = await KernelFinder().launch({IMAGE_ID!r})
+            print(json.dumps(launcher.container.id), flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+    try:
+        assert proc.stdout is not None
+        container_id = json.loads(proc.stdout.readline())
+        # While its launcher lives, cleanup leaves it alone.
+        out = subprocess.run(["kernel-providers", "cleanup"], capture_output=True, text=True,
+                             check=True).stdout
+        assert container_id[:12] not in out
+        proc.kill()
+        proc.wait(30)
+        out = subprocess.run(["kernel-providers", "cleanup"], capture_output=True, text=True,
+                             check=True).stdout
+        assert f"docker: removed container {container_id[:12]}" in out
+        from docker.errors import NotFound
+
+        with pytest.raises(NotFound):
+            docker_client.containers.get(container_id)
+    finally:
+        proc.kill()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
