@@ -36,7 +36,8 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "config.toml").write_text("")
     env = dict(os.environ)
     env.update({
-        "JUPYTER_RUNTIME_DIR": str(runtime), "KERNEL_PROVIDERS_CONFIG": str(tmp_path / "config.toml"),
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "KERNEL_PROVIDERS_CONFIG": str(tmp_path / "config.toml"),
         "JUPYTER_PATH": str(tmp_path / "jupyter"), "JUPYTER_DATA_DIR": str(tmp_path / "data"),
         "KERNEL_PROVIDERS_DISABLE": "docker,conda,venv,example", "NO_COLOR": "1",
     })
