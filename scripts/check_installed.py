@@ -15,6 +15,7 @@ LOCAL = {
     "kernel-providers-kernelspec": ROOT / "providers" / "kernelspec",
     "kernel-providers-conda": ROOT / "providers" / "conda",
     "kernel-providers-docker": ROOT / "providers" / "docker",
+    "kernel-providers-ssh": ROOT / "providers" / "ssh",
     "kernel-providers-example": ROOT / "docs" / "example-provider",
 }
 

@@ -22,3 +22,11 @@ def test_page_shows_the_provider_module() -> None:
     source = Path(module.__file__ or "").read_text(encoding="utf-8")
     assert block.group(1) == source, (
         f"{PAGE} shows another version of {module.__file__}; copy the module into the page")
+
+
+def test_provider_is_about_fifty_lines() -> None:
+    """The docs promise a provider in about 50 lines of code."""
+    lines = Path(module.__file__ or "").read_text(encoding="utf-8").splitlines()
+    code = [line for line in lines
+            if line.strip() and not line.strip().startswith(("#", '"""'))]
+    assert len(code) <= 60, f"the example provider grew to {len(code)} lines of code"

@@ -123,7 +123,7 @@ class ConformanceSuite:
             assert launcher.poll() == 0 and not path.exists()
 
         self.run(scenario)
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
     @pytest.mark.parametrize("mode", ["signal", "message"])
     def test_interrupt(self, finder: KernelFinder, mode: InterruptMode) -> None:
@@ -181,7 +181,7 @@ class ConformanceSuite:
             await launcher.cleanup()
 
         self.run(scenario)
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
     def test_restart_keeps_connection(self, finder: KernelFinder, runtime_dir: Path) -> None:
         before = self.leftovers(runtime_dir)
@@ -200,7 +200,7 @@ class ConformanceSuite:
                 await second.shutdown()
 
         self.run(scenario)
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
     def test_cleanup_is_idempotent_and_complete(self, finder: KernelFinder,
                                                 runtime_dir: Path) -> None:
@@ -215,7 +215,7 @@ class ConformanceSuite:
             assert not Path(launcher.connection_file).exists()
 
         self.run(scenario)
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
     def test_concurrent_launches_get_distinct_ports(self, finder: KernelFinder,
                                                     runtime_dir: Path) -> None:
@@ -240,7 +240,7 @@ class ConformanceSuite:
                 await asyncio.gather(*(k.shutdown() for k in launchers))
 
         self.run(scenario)
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
     def test_failed_launch_raises_with_output(self, finder: KernelFinder,
                                               runtime_dir: Path) -> None:
@@ -255,7 +255,7 @@ class ConformanceSuite:
             assert self.failing_kernel_output in str(caught.value)
 
         self.run(scenario)
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
     def test_blocking_facade(self, finder: KernelFinder, runtime_dir: Path) -> None:
         before = self.leftovers(runtime_dir)
@@ -270,4 +270,4 @@ class ConformanceSuite:
             kernel.restart()
             assert kernel.execute("1")["content"]["status"] == "ok"
         assert kernel.poll() == 0
-        assert self.leftovers(runtime_dir) == before
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)

@@ -1,0 +1,142 @@
+"""SSH connections per host, shared by discovery and by the kernels on that host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kernel_providers import ProviderUnavailable
+
+from .config import SSHConfig
+
+if TYPE_CHECKING:
+    import asyncssh
+
+__all__ = ["HostPool"]
+
+
+@dataclass
+class _Entry:
+    loop: asyncio.AbstractEventLoop
+    conn: asyncssh.SSHClientConnection
+    users: int = 0
+    sftp: asyncssh.SFTPClient | None = None
+
+
+class HostPool:
+    """Connections by host alias. Kernels on a host share one connection (every forward
+    and supervisor rides it) up to ``kernels_per_connection`` — OpenSSH allows 10
+    sessions per connection by default (MaxSessions) — and a further connection is
+    opened beyond that. A connection closes when its last kernel is cleaned up; it
+    belongs to the event loop that opened it."""
+
+    def __init__(self, config: SSHConfig) -> None:
+        self.config = config
+        self._entries: dict[str, list[_Entry]] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    def _lock(self, host: str) -> asyncio.Lock:
+        key = (host, id(asyncio.get_running_loop()))
+        if key not in self._locks:
+            self._locks[key] = asyncio.Lock()
+        return self._locks[key]
+
+    def _live(self, host: str) -> list[_Entry]:
+        loop = asyncio.get_running_loop()
+        live = [e for e in self._entries.get(host, []) if e.loop is loop
+                and not e.conn.is_closed()]
+        self._entries[host] = live
+        return live
+
+    def _options(self, host: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"connect_timeout": self.config.connect_timeout}
+        config = Path(os.path.expanduser(self.config.ssh_config or "~/.ssh/config"))
+        options["config"] = [str(config)] if config.exists() else []
+        if host in self.config.insecure_hosts:
+            options["known_hosts"] = None  # the user's explicit opt-out for this host
+        elif self.config.known_hosts:
+            options["known_hosts"] = os.path.expanduser(self.config.known_hosts)
+        return options
+
+    async def _open(self, host: str) -> asyncssh.SSHClientConnection:
+        import asyncssh
+
+        try:
+            return await asyncssh.connect(host, **self._options(host))
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise ProviderUnavailable(
+                f"ssh host {host!r}: host key not verified ({exc.reason}); check it and add"
+                f" it to known_hosts (e.g. `ssh {host}` once), or list the host in"
+                " insecure_hosts in [providers.ssh] to skip the check") from None
+        except asyncssh.PermissionDenied as exc:
+            raise ProviderUnavailable(
+                f"ssh host {host!r}: authentication failed ({exc.reason}); set IdentityFile"
+                " for it in your ssh config or load the key into your agent (passwords"
+                " are never asked for)") from None
+        except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            raise ProviderUnavailable(
+                f"ssh host {host!r} unreachable: {reason}; check HostName/Port in your ssh"
+                " config and that sshd runs there") from None
+
+    async def connect(self, host: str) -> asyncssh.SSHClientConnection:
+        """An open connection to ``host`` (for discovery); ProviderUnavailable with what
+        to do when it cannot be opened."""
+        async with self._lock(host):
+            live = self._live(host)
+            if live:
+                return live[0].conn
+            entry = _Entry(asyncio.get_running_loop(), await self._open(host))
+            self._entries[host].append(entry)
+            return entry.conn
+
+    async def acquire(self, host: str) -> asyncssh.SSHClientConnection:
+        """A connection for one more kernel on ``host``."""
+        async with self._lock(host):
+            for entry in self._live(host):
+                if entry.users < self.config.kernels_per_connection:
+                    entry.users += 1
+                    return entry.conn
+            entry = _Entry(asyncio.get_running_loop(), await self._open(host), 1)
+            self._entries[host].append(entry)
+            return entry.conn
+
+    async def release(self, host: str, conn: asyncssh.SSHClientConnection) -> None:
+        """A kernel stopped using ``conn``; close it when none does."""
+        for entry in self._entries.get(host, []):
+            if entry.conn is conn:
+                entry.users = max(entry.users - 1, 0)
+        await self.close_idle(host)
+
+    async def close_idle(self, host: str) -> None:
+        """Close ``host``'s connections that no kernel uses (e.g. after discovery)."""
+        loop = asyncio.get_running_loop()
+        keep = []
+        for entry in self._entries.get(host, []):
+            if entry.users == 0 and entry.loop is loop:
+                if entry.sftp is not None:
+                    entry.sftp.exit()
+                entry.conn.close()
+                await entry.conn.wait_closed()
+            else:
+                keep.append(entry)
+        self._entries[host] = keep
+
+    async def sftp(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+        """The one SFTP session of ``conn``, shared by its kernels' file transfers (each
+        session counts against the server's MaxSessions)."""
+        for entries in self._entries.values():
+            for entry in entries:
+                if entry.conn is conn:
+                    async with self._lock(f"sftp-{id(conn)}"):
+                        if entry.sftp is None:
+                            entry.sftp = await conn.start_sftp_client()
+                    return entry.sftp
+        return await conn.start_sftp_client()  # pragma: no cover - not pooled
+
+    def users(self, host: str) -> int:
+        """How many kernels use connections to ``host``."""
+        return sum(e.users for e in self._entries.get(host, []))

@@ -1,0 +1,97 @@
+"""The Python that runs on the remote host, sent as data over stdin (never spliced into
+a shell command): kernelspec discovery and the supervisor ("nanny") of one kernel."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+__all__ = ["DISCOVERY", "NANNY", "bootstrap_command", "first_lines"]
+
+# The only command line the remote shell sees: the configured interpreter (quoted) and
+# a constant program that reads the real program from the first line of stdin.
+_BOOTSTRAP = "import sys, json; exec(json.loads(sys.stdin.readline()))"
+
+
+def bootstrap_command(python: str) -> str:
+    """``<python> -u -c <bootstrap>``, every part quoted for the remote shell."""
+    return " ".join(shlex.quote(p) for p in (python, "-u", "-c", _BOOTSTRAP))
+
+
+def first_lines(program: str, config: object | None = None) -> str:
+    """What to write to the bootstrap's stdin: the program, then its config (JSON lines)."""
+    lines = [json.dumps(program)]
+    if config is not None:
+        lines.append(json.dumps(config))
+    return "\n".join(lines) + "\n"
+
+
+# Lists the host's kernelspecs as `jupyter kernelspec list --json` would; without
+# jupyter_client, offers this Python if it has ipykernel.
+DISCOVERY = r'''
+import json, sys, os, socket
+out = {"hostname": socket.gethostname(), "kernelspecs": {}}
+try:
+    from jupyter_client.kernelspec import KernelSpecManager
+    for name, item in KernelSpecManager().get_all_specs().items():
+        out["kernelspecs"][name] = item
+except Exception:
+    try:
+        import ipykernel
+        out["kernelspecs"]["python3"] = {"resource_dir": "", "spec": {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    except ImportError:
+        pass
+sys.stdout.write(json.dumps(out) + "\n")
+'''
+
+# Starts the kernel in its own process group, reports {"pid"} and {"exit"} on stdout,
+# relays {"signal": n} from stdin to the group, forwards the kernel's output to stderr,
+# and ends the kernel when stdin closes (the SSH channel or connection went away).
+NANNY = r'''
+import json, os, signal, subprocess, sys, threading, time
+config = json.loads(sys.stdin.readline())
+env = dict(os.environ)
+env.update(config["env"])
+try:
+    kernel = subprocess.Popen(config["argv"], env=env, cwd=config.get("cwd") or None,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+except OSError as exc:
+    sys.stderr.write("cannot start %s: %s\n" % (config["argv"][0], exc))
+    sys.stdout.write(json.dumps({"exit": 127}) + "\n")
+    sys.exit(0)
+lock = threading.Lock()
+def say(message):
+    with lock:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+def pump():
+    for chunk in iter(lambda: kernel.stdout.read1(4096), b""):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+def group(signum):
+    try:
+        os.killpg(kernel.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+def control():
+    for line in sys.stdin:
+        try:
+            group(int(json.loads(line)["signal"]))
+        except (ValueError, KeyError):
+            pass
+    # stdin closed: the manager is gone; so goes the kernel
+    group(signal.SIGTERM)
+    deadline = time.time() + 3
+    while kernel.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    group(signal.SIGKILL)
+threading.Thread(target=pump, daemon=True).start()
+threading.Thread(target=control, daemon=True).start()
+say({"pid": kernel.pid})
+status = kernel.wait()
+group(signal.SIGKILL)
+say({"exit": status})
+'''

@@ -1,0 +1,151 @@
+"""The SSH provider against a real OpenSSH server in a container."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel_providers import KernelFinder
+from kernel_providers.testing import ConformanceSuite, run_code
+
+KERNEL = "ssh/testbox/python3"
+
+
+def remote_alive(sshd: Any, pid: int) -> bool:
+    return "alive" in sshd.exec("python3", "-c", f"import os\ntry:\n os.kill({pid}, 0)\n"
+                                "except ProcessLookupError: print('gone')\nelse:"
+                                f" print('alive' if open('/proc/{pid}/stat').read().split()[2]"
+                                " != 'Z' else 'gone')")
+
+
+def remote_files(sshd: Any) -> set[str]:
+    out = sshd.exec("sh", "-c", f"ls {Path('/root/.local/share/kernel-providers/runtime')}"
+                    " 2>/dev/null || true")
+    return {f"remote:{name}" for name in out.split()}
+
+
+class TestSSHConformance(ConformanceSuite):
+    kernel_id = KERNEL
+    failing_kernel_id = "ssh/testbox/exits"
+    failing_kernel_output = "ssh-exits-marker"
+
+    @pytest.fixture
+    def finder(self, ssh_finder: Any, sshd: Any) -> KernelFinder:
+        self.sshd = sshd
+        return ssh_finder()  # type: ignore[no-any-return]
+
+    def leftovers(self, runtime_dir: Path) -> set[str]:
+        return super().leftovers(runtime_dir) | remote_files(self.sshd)
+
+
+def test_code_runs_on_the_remote_host(ssh_finder: Any, sshd: Any) -> None:
+    finder = ssh_finder()
+
+    async def scenario() -> None:
+        kernels = {k.id: k for k in await finder.find_kernels(provider="ssh")}
+        assert kernels[KERNEL].metadata["host"] == "testbox"
+        launcher = await finder.launch(KERNEL)
+        try:
+            out, _, _ = await run_code(launcher, "import socket; print(socket.gethostname())")
+            assert out.strip() == sshd.container.short_id
+            assert launcher.connection_info["ip"] == "127.0.0.1"
+            assert remote_alive(sshd, launcher.remote_pid)  # type: ignore[attr-defined]
+            # The remote connection file is private.
+            mode = sshd.exec("stat", "-c", "%a", launcher.remote_file)  # type: ignore[attr-defined]
+            assert mode.strip() == "600"
+        finally:
+            await launcher.shutdown()
+        assert not remote_alive(sshd, launcher.remote_pid)  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_two_kernels_share_one_connection(ssh_finder: Any) -> None:
+    finder = ssh_finder()
+
+    async def scenario() -> None:
+        first = await finder.launch(KERNEL)
+        second = await finder.launch(KERNEL)
+        try:
+            pool = finder.providers["ssh"].pool  # type: ignore[attr-defined]
+            assert pool.users("testbox") == 2
+            conn_a = first.process.channel.get_connection()  # type: ignore[attr-defined]
+            conn_b = second.process.channel.get_connection()  # type: ignore[attr-defined]
+            assert conn_a is conn_b
+        finally:
+            await first.shutdown()
+            await second.shutdown()
+        assert pool.users("testbox") == 0
+        assert conn_a.is_closed()  # closed once no kernel uses it
+
+    asyncio.run(scenario())
+
+
+def test_unknown_host_key_is_refused(ssh_finder: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    finder = ssh_finder(known_hosts=str(empty))
+    kernels = asyncio.run(finder.find_kernels())
+    assert not any(k.provider == "ssh" for k in kernels)
+    report = next(r for r in finder.reports if r.id == "ssh")
+    assert "host key not verified" in report.message or any(
+        "host key not verified" in p for p in report.problems)
+    # The user may relax it for one host, deliberately.
+    relaxed = ssh_finder(known_hosts=str(empty), hosts=["unverified"],
+                         insecure_hosts=["unverified"])
+    assert "ssh/unverified/python3" in [k.id for k in asyncio.run(relaxed.find_kernels())]
+
+
+def test_unreachable_host_is_reported_and_listing_goes_on(ssh_finder: Any) -> None:
+    finder = ssh_finder(hosts=["testbox", "deadbox"])
+    kernels = [k.id for k in asyncio.run(finder.find_kernels())]
+    assert KERNEL in kernels and any(k.startswith("spec/") for k in kernels)
+    report = next(r for r in finder.reports if r.id == "ssh")
+    assert report.status == "ok"
+    assert any("ssh host 'deadbox' unreachable" in p for p in report.problems)
+
+
+def test_dropped_connection_ends_the_remote_kernel(ssh_finder: Any, sshd: Any) -> None:
+    finder = ssh_finder()
+
+    async def scenario() -> None:
+        launcher = await finder.launch(KERNEL)
+        pid = launcher.remote_pid  # type: ignore[attr-defined]
+        # Kill the server side of our SSH sessions (not the listening sshd, PID 1).
+        sshd.exec("python3", "-c",
+                  "import os, signal\nfor p in os.listdir('/proc'):\n"
+                  " if p.isdigit() and p != '1':\n"
+                  "  try:\n"
+                  "   name = open('/proc/%s/comm' % p).read().strip()\n"
+                  "  except OSError:\n   continue\n"
+                  "  if name == 'sshd':\n   os.kill(int(p), signal.SIGKILL)")
+        status = await asyncio.wait_for(launcher.wait(), 30)
+        assert launcher.poll() is None or launcher.poll() == status
+        for _ in range(100):
+            if not remote_alive(sshd, pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not remote_alive(sshd, pid), "the remote kernel outlived its connection"
+        await launcher.cleanup()
+        again = await finder.launch(KERNEL)  # a relaunch reconnects
+        out, _, _ = await run_code(again, "print('back')")
+        assert out == "back\n"
+        await again.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_remote_kill_is_noticed(ssh_finder: Any, sshd: Any) -> None:
+    finder = ssh_finder()
+
+    async def scenario() -> None:
+        launcher = await finder.launch(KERNEL)
+        sshd.exec("kill", "-9", str(launcher.remote_pid))  # type: ignore[attr-defined]
+        assert await asyncio.wait_for(launcher.wait(), 30) == -signal.SIGKILL
+        await launcher.cleanup()
+
+    asyncio.run(scenario())
