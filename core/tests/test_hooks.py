@@ -67,7 +67,8 @@ def test_a_failing_observer_hook_does_not_stop_the_kernel(kp_isolated: Path,
         def kernel_stopped(self, launcher: KernelLauncher, status: int | None) -> None:
             raise RuntimeError("observer bug")
 
-    finder = make_finder(Broken())
+    heard = Recorder()
+    finder = make_finder(heard, Broken())  # Broken is called first by pluggy's order
 
     async def scenario() -> None:
         launcher = await finder.launch("test/python")
@@ -75,6 +76,9 @@ def test_a_failing_observer_hook_does_not_stop_the_kernel(kp_isolated: Path,
         assert await launcher.shutdown() == 0
 
     asyncio.run(scenario())
+    # The other plugin still heard both events.
+    assert [name for name, _ in heard.calls] == [
+        "kernel_launch_options", "kernel_started", "kernel_stopped"]
 
 
 def test_every_hook_is_documented_in_the_spec_and_the_docs() -> None:

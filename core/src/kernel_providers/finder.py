@@ -15,7 +15,7 @@ from .errors import ConfigError, KernelProviderError, NoSuchKernel
 from .launcher import KernelLauncher
 from .manager import PluginError, ProviderManager, env_disabled
 from .provider import KernelProvider, _problems
-from .types import KernelType, LaunchOptions
+from .types import KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["KernelFinder", "ProviderReport"]
 
@@ -261,8 +261,9 @@ class KernelFinder:
                       wait_ready: bool) -> KernelLauncher:
         if kernel_type.provider in self._config_errors:
             raise ConfigError(self._config_errors[kernel_type.provider])
-        options = replace(options) if options is not None else LaunchOptions(
-            ready_timeout=self.config.ready_timeout)
+        options = replace(options) if options is not None else LaunchOptions()
+        if options.ready_timeout is None:
+            options.ready_timeout = self.config.ready_timeout
         options.env, options.params = dict(options.env), dict(options.params)
         options.extra_argv = list(options.extra_argv)
         self.hook.kernel_launch_options(kernel_type=kernel_type, options=options)
@@ -272,15 +273,22 @@ class KernelFinder:
         launcher.on_stopped = self._stopped
         if wait_ready:
             try:
-                await launcher.wait_ready(options.ready_timeout)
+                await launcher.wait_ready(ready_seconds(options))
             except BaseException:
                 await asyncio.shield(launcher.cleanup())
                 raise
-        try:
-            self.hook.kernel_started(launcher=launcher)
-        except Exception:
-            log.exception("a kernel_started hook failed for %s", kernel_type.id)
+        self._observe("kernel_started", launcher=launcher)
         return launcher
 
     def _stopped(self, launcher: KernelLauncher, status: int | None) -> None:
-        self.hook.kernel_stopped(launcher=launcher, status=status)
+        self._observe("kernel_stopped", launcher=launcher, status=status)
+
+    def _observe(self, name: str, **kwargs: Any) -> None:
+        # Each observer on its own: one that raises is logged, the others still hear
+        # (a plain hook call would stop at the first exception).
+        for impl in getattr(self.hook, name).get_hookimpls():
+            try:
+                impl.function(*(kwargs[arg] for arg in impl.argnames))
+            except Exception:
+                log.exception("the %s hook of plugin %r failed for %s", name,
+                              impl.plugin_name, kwargs["launcher"].kernel_type.id)

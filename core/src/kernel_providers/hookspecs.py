@@ -51,8 +51,9 @@ def register_kernel_providers() -> Iterable[KernelProvider]:
 def kernel_launch_options(kernel_type: KernelType, options: LaunchOptions) -> None:
     """Adjust the options of a launch before any provider sees them.
 
-    Called by :meth:`KernelFinder.launch` for every launch (restarts included), in
-    registration order, each hookimpl seeing the changes of the ones before. Mutate
+    Called by :meth:`KernelFinder.launch` for every launch (restarts included), as
+    pluggy orders hookimpls (the most recently registered first; ``tryfirst`` /
+    ``trylast`` pin one), each seeing the changes of the ones before. Mutate
     ``options`` in place: add environment variables, extra argv, provider params or a
     longer ready timeout.
 
@@ -66,7 +67,8 @@ def kernel_started(launcher: KernelLauncher) -> None:
     """Observe a kernel that has started and answered the ready check.
 
     Called by :meth:`KernelFinder.launch` once ``wait_ready`` succeeded (audit logs,
-    metrics, pools). An exception raised here is reported and does not stop the kernel.
+    metrics, pools), each hookimpl on its own: one that raises is logged and neither
+    stops the kernel nor the other hookimpls.
 
     :param launcher: the running kernel.
     """
@@ -77,8 +79,8 @@ def kernel_stopped(launcher: KernelLauncher, status: int | None) -> None:
     """Observe a kernel that has ended and been cleaned up.
 
     Called once per launcher by :meth:`KernelLauncher.cleanup` (so by ``shutdown`` too),
-    for kernels started through a :class:`KernelFinder`. An exception raised here is
-    reported and does not stop the cleanup.
+    for kernels started through a :class:`KernelFinder`, each hookimpl on its own: one
+    that raises is logged and neither stops the cleanup nor the other hookimpls.
 
     :param launcher: the ended kernel.
     :param status: its exit status as ``poll()`` reports it (``None`` if unknown).

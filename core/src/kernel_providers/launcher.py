@@ -20,7 +20,7 @@ from typing import Any
 from .connection import remove_connection_file
 from .errors import KernelDied, KernelProviderError, ReadyTimeout
 from .protocol import KernelConnection, Message, OutputCallback
-from .types import ConnectionInfo, KernelType, LaunchOptions
+from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["KernelLauncher", "OutputBuffer"]
 
@@ -152,7 +152,7 @@ class KernelLauncher:
         kernel's output) if it ends first, :class:`ReadyTimeout` after ``timeout``
         seconds (default: the launch options' ``ready_timeout``).
         """
-        timeout = self.launch_options.ready_timeout if timeout is None else timeout
+        timeout = ready_seconds(self.launch_options) if timeout is None else timeout
         where = f"kernel {self.kernel_type.id!r}"
         conn = self._lasting_connection()
         try:

@@ -33,7 +33,7 @@ from .connection import (
 )
 from .errors import KernelDied, LaunchFailed, ReadyTimeout
 from .launcher import KernelLauncher, OutputBuffer
-from .types import ConnectionInfo, KernelType, LaunchOptions
+from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["LocalLauncher", "PortStrategy", "build_env", "launch_local", "substitute_argv"]
 
@@ -239,7 +239,7 @@ async def _settle_ports(launcher: LocalLauncher, spawner: _Spawner) -> None:
     if all(launcher.connection_info.get(p) for p in PORT_NAMES):
         return
     path = Path(launcher.connection_file)
-    timeout = spawner.options.ready_timeout
+    timeout = ready_seconds(spawner.options)
     deadline = time.monotonic() + timeout
     delay = 0.005
     while time.monotonic() < deadline:

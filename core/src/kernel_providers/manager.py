@@ -109,7 +109,7 @@ class ProviderManager(pluggy.PluginManager):
         duplicate id keeps the first provider and reports both distributions.
         """
         providers: dict[str, KernelProvider] = {}
-        for impl in reversed(self.hook.register_kernel_providers.get_hookimpls()):
+        for impl in self.hook.register_kernel_providers.get_hookimpls():  # registration order
             name = impl.plugin_name
             dist, version = self._origins.get(name, (None, None))
             try:
@@ -133,8 +133,9 @@ class ProviderManager(pluggy.PluginManager):
                 if provider.id in providers:
                     first = providers[provider.id]
                     self._fail(name, dist, f"provider id {provider.id!r} is already taken by"
-                               f" plugin {first.plugin_name!r} (from {first.distribution});"
-                               " the first one is kept")
+                               f" plugin {first.plugin_name!r}"
+                               f" (from {first.distribution or 'code'}); the first"
+                               " registered keeps it")
                     continue
                 provider.plugin_name, provider.distribution, provider.version = (
                     name, dist, version)

@@ -86,14 +86,23 @@ class LaunchOptions:
     ``env`` is merged over the kernel's own environment; ``extra_argv`` is appended to
     its argv; ``params`` carries provider-specific options (mounts, limits ...).
     ``connection_info`` reuses a key and ports (a restart keeps clients connected).
+    ``ready_timeout`` left at ``None`` means the configuration's ``ready_timeout``.
     """
 
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     extra_argv: list[str] = field(default_factory=list)
-    ready_timeout: float = 60.0
+    ready_timeout: float | None = None  # None: the config's ready_timeout (60 s)
     params: dict[str, Any] = field(default_factory=dict)
     connection_info: ConnectionInfo | None = None
+
+
+DEFAULT_READY_TIMEOUT = 60.0
+
+
+def ready_seconds(options: LaunchOptions) -> float:
+    """The ready timeout of a launch: its own, else the default."""
+    return DEFAULT_READY_TIMEOUT if options.ready_timeout is None else options.ready_timeout
 
 
 def validate_provider_id(provider_id: str) -> str:

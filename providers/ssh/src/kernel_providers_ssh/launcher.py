@@ -28,6 +28,7 @@ from kernel_providers.connection import (
     write_connection_file,
 )
 from kernel_providers.local import substitute_argv
+from kernel_providers.types import ready_seconds
 
 from .remote import NANNY, bootstrap_command, first_lines
 
@@ -161,14 +162,14 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         stderr_reader = asyncio.ensure_future(_read_stderr(process, output))
         process.stdin.write(first_lines(NANNY, {"argv": command, "env": {**env, **options.env},
                                                 "cwd": options.cwd}).encode())
-        first = await asyncio.wait_for(process.stdout.readline(), options.ready_timeout)
+        first = await asyncio.wait_for(process.stdout.readline(), ready_seconds(options))
         started = json.loads(first or b"{}")
         if "pid" not in started:
             await asyncio.sleep(0.2)
             raise KernelDied(f"kernel {kernel_type.id} could not start on {host}",
                              output.text(), started.get("exit"))
         remote = await _settled_ports(sftp, remote_file, info["key"], process, output,
-                                      kernel_type, host, options.ready_timeout)
+                                      kernel_type, host, ready_seconds(options))
         local: Any = dict(remote)
         local["ip"] = "127.0.0.1"
         for name in PORT_NAMES:
