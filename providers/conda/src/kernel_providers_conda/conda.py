@@ -25,11 +25,12 @@ from kernel_providers import (
 from .activation import conda_activation
 from .environments import (
     Environment,
+    Known,
     ProbeCache,
     env_kernelspecs,
-    excluded,
     find_python,
     has_package,
+    list_kernels,
     site_packages,
     unique_names,
 )
@@ -105,7 +106,8 @@ class CondaProvider(KernelProvider):
         self.config = CondaConfig()
         self._probes = ProbeCache(self._watched, self._probe)
         self._listed: tuple[tuple[int, ...], list[Path]] | None = None
-        self._kernels: dict[str, tuple[Environment, str, str | None]] = {}
+        self._kernels: Known = {}
+        self._named: set[Path] = set()
 
     # --- where conda keeps environments ------------------------------------------------
 
@@ -262,20 +264,9 @@ class CondaProvider(KernelProvider):
                  if (p / "conda-meta").is_dir() and p not in root_set}
         claims += [(p.name, p) for p in sorted(extra)]
         names = unique_names(claims)
-        kernels: list[KernelType] = []
-        known = {}
-        for prefix, name in names.items():
-            if excluded(name, prefix, self.config.exclude):
-                continue
-            env = self._probes.get(prefix)
-            for problem in env.problems:
-                report_problem(problem)
-            activation_name = name if prefix.parent in dirs or prefix in root_set \
-                else str(prefix)
-            for kernel in self._probes.kernels(env, name, self.id, "conda"):
-                kernels.append(kernel)
-                spec = kernel.metadata.get("kernelspec")
-                known[kernel.id] = (env, activation_name, spec)
+        kernels, known = list_kernels(names, self._probes, self.config.exclude, self.id)
+        # conda names an environment in an envs dir (or a root); others by their path
+        self._named = {p for p in names if p.parent in dirs or p in root_set}
         self._kernels = known  # swapped whole: concurrent launches never see it half built
         return kernels
 
@@ -304,6 +295,7 @@ class CondaProvider(KernelProvider):
         ``conda env config vars`` and the ``activate.d`` scripts)."""
         try:
             env, name, spec_name = self._kernels[kernel_type.id]
+            name = name if env.prefix in self._named else str(env.prefix)
         except KeyError:
             raise LaunchFailed(f"{kernel_type.id} is not a known conda kernel; run"
                                " `kernel-providers list --refresh`") from None

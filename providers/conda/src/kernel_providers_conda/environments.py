@@ -10,11 +10,11 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kernel_providers import KernelType
+from kernel_providers import KernelType, report_problem
 from kernel_providers.kernelspecs import KernelSpec, scan_kernel_dirs
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "environment_kernels",
     "find_python",
     "has_package",
+    "list_kernels",
     "site_packages",
     "unique_names",
 ]
@@ -149,6 +150,33 @@ class ProbeCache:
         if name not in memo:
             memo[name] = environment_kernels(env, name, provider, label)
         return memo[name]
+
+
+Known = dict[str, tuple[Environment, str, str | None]]
+
+
+def list_kernels(names: dict[Path, str], probes: ProbeCache, exclude: Iterable[str],
+                 provider: str, kinds: dict[Path, str] | None = None
+                 ) -> tuple[list[KernelType], Known]:
+    """Probe each named environment (from cache when unchanged), report its problems and
+    return its kernel types, plus ``kernel id -> (environment, name, kernelspec or
+    None)`` for launching. ``kinds`` overrides an environment's kind (e.g. project)."""
+    kernels: list[KernelType] = []
+    known: Known = {}
+    for prefix, name in names.items():
+        if excluded(name, prefix, exclude):
+            continue
+        env = probes.get(prefix)
+        for problem in env.problems:
+            report_problem(problem)
+        kind = (kinds or {}).get(prefix, env.kind)
+        if kind != env.kind:
+            env = replace(env, kind=kind)
+        for kernel in probes.kernels(env, name, provider, "conda" if provider == "conda"
+                                     else kind):
+            kernels.append(kernel)
+            known[kernel.id] = (env, name, kernel.metadata.get("kernelspec"))
+    return kernels, known
 
 
 def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:

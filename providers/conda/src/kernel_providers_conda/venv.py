@@ -17,17 +17,17 @@ from kernel_providers import (
     LaunchFailed,
     LaunchOptions,
     launch_local,
-    report_problem,
 )
 
 from .activation import venv_activation
 from .environments import (
     Environment,
+    Known,
     ProbeCache,
     env_kernelspecs,
-    excluded,
     find_python,
     has_package,
+    list_kernels,
     site_packages,
     unique_names,
 )
@@ -81,7 +81,7 @@ class VenvProvider(KernelProvider):
     def __init__(self) -> None:
         self.config = VenvConfig()
         self._probes = ProbeCache(self._watched, self._probe)
-        self._kernels: dict[str, tuple[Environment, str | None]] = {}
+        self._kernels: Known = {}
 
     def search_dirs(self) -> list[tuple[Path, str]]:
         """(folder, kind) pairs searched for environments, in name-precedence order."""
@@ -150,20 +150,7 @@ class VenvProvider(KernelProvider):
         claims = self._claims()
         kinds = {prefix: kind for _, prefix, kind in claims}
         names = unique_names((name, prefix) for name, prefix, _ in claims)
-        kernels: list[KernelType] = []
-        known = {}
-        for prefix, name in names.items():
-            if excluded(name, prefix, self.config.exclude):
-                continue
-            env = self._probes.get(prefix)
-            for problem in env.problems:
-                report_problem(problem)
-            if kinds[prefix] == "project":
-                env = Environment(env.prefix, "project", env.python, env.python_version,
-                                  env.has_ipykernel, env.kernelspecs, env.env_vars, env.problems)
-            for kernel in self._probes.kernels(env, name, self.id, env.kind):
-                kernels.append(kernel)
-                known[kernel.id] = (env, kernel.metadata.get("kernelspec"))
+        kernels, known = list_kernels(names, self._probes, self.config.exclude, self.id, kinds)
         self._kernels = known  # swapped whole: concurrent launches never see it half built
         return kernels
 
@@ -174,7 +161,7 @@ class VenvProvider(KernelProvider):
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel with the environment activated (PATH, VIRTUAL_ENV)."""
         try:
-            env, spec_name = self._kernels[kernel_type.id]
+            env, _, spec_name = self._kernels[kernel_type.id]
         except KeyError:
             raise LaunchFailed(f"{kernel_type.id} is not a known virtualenv kernel; run"
                                " `kernel-providers list --refresh`") from None
