@@ -37,7 +37,14 @@ class Recorder:
         self.calls.append(("kernel_stopped", status))
 
 
-def test_every_hook_is_exercised(kp_isolated: Path, make_finder: Any) -> None:
+def test_every_hook_is_exercised(kp_isolated: Path, make_finder: Any, fake_dists: Path,
+                                 monkeypatch: Any, capsys: Any) -> None:
+    from kernel_providers.cli import main
+
+    # register_cli_commands: a plugin (installed as a fake distribution) adds a command.
+    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "fakebroken,fakedup")
+    assert main(["fakegood-hello", "world"]) == 0
+    assert capsys.readouterr().out == "hello from fakegood, world\n"
     recorder = Recorder()
     finder = make_finder(recorder)  # the test provider comes through register_kernel_providers
 
@@ -52,7 +59,8 @@ def test_every_hook_is_exercised(kp_isolated: Path, make_finder: Any) -> None:
     assert "test" in finder.providers
     assert recorder.calls == [("kernel_launch_options", "test/python"),
                               ("kernel_started", True), ("kernel_stopped", 0)]
-    exercised = {name for name, _ in recorder.calls} | {"register_kernel_providers"}
+    exercised = {name for name, _ in recorder.calls} | {"register_kernel_providers",
+                                                         "register_cli_commands"}
     assert exercised == set(HOOKS)
 
 

@@ -24,7 +24,7 @@ from . import __version__
 from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
-from .manager import _truthy
+from .manager import ProviderManager, _truthy, env_disabled
 from .protocol import Message
 
 __all__ = ["main"]
@@ -316,7 +316,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the connection info as JSON too")
     p.set_defaults(handler=cmd_launch)
+    _plugin_commands(sub)
     return parser
+
+
+def _plugin_commands(sub: Any) -> None:
+    manager = ProviderManager()
+    manager.load_entry_points(env_disabled())
+    for impl in manager.hook.register_cli_commands.get_hookimpls():
+        try:
+            impl.function(sub)
+        except Exception as exc:
+            _err(f"warning: plugin {impl.plugin_name!r} could not add its commands: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

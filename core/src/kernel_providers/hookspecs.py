@@ -9,7 +9,7 @@ so arguments are only ever added, never removed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -40,6 +40,20 @@ def register_kernel_providers() -> Iterable[KernelProvider]:
     :return: an iterable of :class:`~kernel_providers.KernelProvider` objects.
     """
     raise NotImplementedError
+
+
+@hookspec
+def register_cli_commands(subparsers: Any) -> None:
+    """Add subcommands to the ``kernel-providers`` command.
+
+    Called once per command-line run, for each plugin on its own, while the argument
+    parser is built (a plugin that raises is reported and left out). Add parsers with
+    ``subparsers.add_parser(...)`` and set ``handler`` to an async function taking the
+    parsed arguments and returning the exit status:
+    ``parser.set_defaults(handler=run)``.
+
+    :param subparsers: the ``argparse`` subparsers action of ``kernel-providers``.
+    """
 
 
 # -------------------------------------------------------------------------

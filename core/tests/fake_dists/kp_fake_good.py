@@ -14,3 +14,15 @@ class GoodProvider(KernelProvider):
 @hookimpl
 def register_kernel_providers():
     yield GoodProvider()
+
+
+async def _hello(args):
+    print(f"hello from fakegood, {args.name}")
+    return 0
+
+
+@hookimpl
+def register_cli_commands(subparsers):
+    parser = subparsers.add_parser("fakegood-hello", help="a command added by a plugin")
+    parser.add_argument("name")
+    parser.set_defaults(handler=_hello)

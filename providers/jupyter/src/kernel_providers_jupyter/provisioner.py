@@ -1,0 +1,108 @@
+"""A jupyter_client kernel provisioner that starts kernels through kernel-providers, so
+Jupyter's restart, interrupt and shutdown work the same for local, conda, Docker and SSH
+kernels."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, cast
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Unicode
+
+from kernel_providers import ConnectionInfo, KernelLauncher, LaunchOptions
+
+from .shared import shared_finder
+
+__all__ = ["KernelProvidersProvisioner"]
+
+# Variables a Jupyter kernel manager sets for local processes only.
+_LOCAL_ONLY = {"JPY_PARENT_PID"}
+
+
+class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]
+    """Maps jupyter_client's provisioner calls onto the launcher contract. Its kernelspecs
+    (made by KernelProvidersKernelSpecManager) name the kernel in
+    ``kernel_providers_id``."""
+
+    kernel_providers_id = Unicode(config=True, help="the kernel-providers id to start")
+
+    launcher: KernelLauncher | None = None
+
+    @property
+    def has_process(self) -> bool:
+        """Whether a kernel was started (and not cleaned up)."""
+        return self.launcher is not None
+
+    async def poll(self) -> int | None:
+        """``None`` while the kernel runs (KernelManager.is_alive)."""
+        return self.launcher.poll() if self.launcher is not None else 0
+
+    async def wait(self) -> int | None:
+        """Wait for the kernel to end; its exit status."""
+        return await self.launcher.wait() if self.launcher is not None else 0
+
+    async def send_signal(self, signum: int) -> None:
+        """Deliver a signal wherever the kernel runs (interrupts in signal mode)."""
+        if self.launcher is not None:
+            await self.launcher.signal(signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        """Kill the kernel at once."""
+        if self.launcher is not None:
+            await self.launcher.kill()
+
+    async def terminate(self, restart: bool = False) -> None:
+        """Ask the kernel to end (SIGTERM wherever it runs)."""
+        if self.launcher is not None:
+            await self.launcher.signal(signal.SIGTERM)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """The environment as Jupyter prepares it; no command line (the provider has one)."""
+        kwargs = await super().pre_launch(**kwargs)
+        kwargs["cmd"] = []
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Start the kernel through its provider; returns its connection info.
+
+        Only the variables Jupyter added to the environment are passed on (a container or
+        a remote host gets no copy of this machine's environment). A restart reuses the
+        key and ports Jupyter already knows, so its clients stay connected.
+        """
+        env = kwargs.get("env") or {}
+        extra = {k: v for k, v in env.items()
+                 if os.environ.get(k) != v and k not in _LOCAL_ONLY}
+        reuse = None
+        km = self.parent
+        if km is not None and km.shell_port:
+            known = km.get_connection_info()
+            key = known.get("key", b"")
+            reuse = cast(ConnectionInfo, {
+                **known, "key": key.decode() if isinstance(key, bytes) else str(key)})
+        options = LaunchOptions(env=extra, cwd=kwargs.get("cwd"), connection_info=reuse)
+        self.launcher = await shared_finder().finder.launch(self.kernel_providers_id, options)
+        info: dict[str, Any] = dict(self.launcher.connection_info)
+        info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it
+        self.connection_info = cast(KernelConnectionInfo, info)
+        return self.connection_info
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Free what the launch made (connection files, containers, tunnels)."""
+        if self.launcher is not None:
+            await self.launcher.cleanup()
+            self.launcher = None
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """What a restarted server needs to find this kernel again."""
+        info: dict[str, Any] = await super().get_provisioner_info()
+        info["kernel_providers_id"] = self.kernel_providers_id
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Restore what ``get_provisioner_info`` saved."""
+        await super().load_provisioner_info(provisioner_info)
+        self.kernel_providers_id = provisioner_info.get("kernel_providers_id",
+                                                        self.kernel_providers_id)

@@ -1,0 +1,240 @@
+"""The bridge with real Jupyter clients: nbclient, nbconvert and a jupyter_server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from kernel_providers_jupyter import (
+    KernelProvidersKernelManager,
+    KernelProvidersKernelSpecManager,
+    jupyter_name,
+)
+
+CODE = "import socket, sys; print(socket.gethostname()); print(sys.prefix)"
+
+
+def run_notebook(kernel_name: str) -> list[str]:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CODE),
+                                         nbformat.v4.new_code_cell("6 * 7")])
+    NotebookClient(nb, kernel_name=kernel_name, timeout=120,
+                   kernel_manager_class=KernelProvidersKernelManager).execute()
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    return str(nb.cells[0].outputs[0]["text"]).splitlines()
+
+
+def test_names_are_valid_stable_and_reversible(jupyter_env: Path) -> None:
+    assert jupyter_name("spec/python3") == "python3"
+    assert jupyter_name("conda/base") == "conda-base"
+    assert jupyter_name("conda/analysis/ir") == "conda-analysis-ir"
+    odd = jupyter_name("docker/my.registry/img:1.2")
+    assert odd.startswith("docker-my.registry-img-1.2-") and odd == jupyter_name(
+        "docker/my.registry/img:1.2")
+    specs = KernelProvidersKernelSpecManager().get_all_specs()
+    bridged = specs["kp-bridge"]
+    assert bridged["spec"]["display_name"] == "KP Bridge"
+    assert bridged["spec"]["metadata"]["kernel_providers"]["id"] == "spec/kp-bridge"
+    assert bridged["spec"]["metadata"]["kernel_provisioner"]["provisioner_name"] == \
+        "kernel-providers-provisioner"
+    for name in specs:
+        assert all((c.isalnum() and c.islower()) or c.isdigit() or c in "._-" for c in name)
+
+
+def test_nbclient_runs_a_kernelspec_kernel(jupyter_env: Path) -> None:
+    hostname, prefix = run_notebook("kp-bridge-only")
+    assert hostname == socket.gethostname() and prefix == sys.prefix
+
+
+def test_nbclient_runs_a_docker_kernel(docker_kernel: str, our_containers: Any) -> None:
+    before = our_containers()
+    hostname, prefix = run_notebook(docker_kernel)
+    assert hostname != socket.gethostname() and prefix == "/usr"
+    assert our_containers() == before  # the container went with the kernel
+
+
+def test_nbconvert_executes_with_a_bridged_name(jupyter_env: Path, tmp_path: Path) -> None:
+    from kernel_providers.cli import main
+
+    assert main(["jupyter", "enable"]) == 0
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('converted')")])
+    source = tmp_path / "in.ipynb"
+    nbformat.write(nb, source)
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook",
+         "--ExecutePreprocessor.kernel_name=kp-bridge-only", "--output", "out.ipynb",
+         "--ExecutePreprocessor.store_widget_state=False",
+         str(source)], capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[0].outputs[0]["text"] == "converted\n"
+
+
+def test_enable_and_disable_write_jupyters_config(jupyter_env: Path, capsys: Any) -> None:
+    from kernel_providers.cli import main
+
+    server = jupyter_env / "jupyter_server_config.json"
+    server.write_text(json.dumps({"ServerApp": {"port": 9999}}))  # a setting of the user's
+    assert main(["jupyter", "enable"]) == 0
+    config = json.loads(server.read_text())
+    assert config["ServerApp"] == {
+        "port": 9999, "kernel_spec_manager_class":
+            "kernel_providers_jupyter.kernelspecs.KernelProvidersKernelSpecManager"}
+    nbconvert = json.loads((jupyter_env / "jupyter_nbconvert_config.json").read_text())
+    assert nbconvert["ExecutePreprocessor"]["kernel_manager_class"].endswith(
+        "KernelProvidersKernelManager")
+    assert main(["jupyter", "status"]) == 0
+    assert capsys.readouterr().out.count("enabled:") == 2
+    assert main(["jupyter", "disable"]) == 0
+    assert json.loads(server.read_text()) == {"ServerApp": {"port": 9999}}
+
+
+class Server:
+    """A real `jupyter server` on loopback with the bridge enabled."""
+
+    def __init__(self, config: Path, root: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.token = secrets.token_hex(16)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "server", "--no-browser", "--ip=127.0.0.1",
+             f"--port={self.port}", f"--ServerApp.root_dir={root}",
+             f"--IdentityProvider.token={self.token}",
+             *(["--allow-root"] if os.getuid() == 0 else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+        response = await AsyncHTTPClient().fetch(HTTPRequest(
+            self.url + path, method=method, headers={"Authorization": f"token {self.token}"},
+            body=None if body is None and method in ("GET", "DELETE") else json.dumps(body or {}),
+            request_timeout=180), raise_error=False)
+        if response.code >= 400:
+            raise AssertionError(f"{method} {path}: {response.code} {response.body[:500]!r}")
+        return json.loads(response.body) if response.body else None
+
+    async def ready(self) -> None:
+        for _ in range(300):
+            try:
+                await self.request("GET", "/api/status")
+                return
+            except Exception:
+                if self.process.poll() is not None:
+                    err = self.process.stderr.read()  # type: ignore[union-attr]
+                    raise AssertionError(err.decode()[-3000:]) from None
+                await asyncio.sleep(0.1)
+        raise AssertionError("jupyter server did not start")
+
+    async def execute(self, kernel_id: str, code: str,
+                      timeout: float = 120) -> list[dict[str, Any]]:
+        """Run code over the kernel's websocket; the iopub messages until idle."""
+        from tornado.websocket import websocket_connect
+
+        ws = await websocket_connect(
+            f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
+            f"?token={self.token}")
+        msg_id = uuid.uuid4().hex
+        ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "t",
+                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False}}))
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+                if raw is None:
+                    raise AssertionError("websocket closed")
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                seen.append(msg)
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    return seen
+            raise AssertionError(f"no idle status after {timeout} s: {seen}")
+        finally:
+            ws.close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+def _stdout(messages: list[dict[str, Any]]) -> str:
+    return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+
+
+def _lifecycle(jupyter_env: Path, tmp_path: Path, kernel_name: str) -> None:
+    from kernel_providers.cli import main
+
+    assert main(["jupyter", "enable"]) == 0
+    server = Server(jupyter_env, tmp_path)
+
+    async def scenario() -> None:
+        await server.ready()
+        specs = await server.request("GET", "/api/kernelspecs")
+        assert kernel_name in specs["kernelspecs"], sorted(specs["kernelspecs"])
+        # Served by the bridge (the stock manager has no kernel_providers metadata).
+        spec = specs["kernelspecs"][kernel_name]["spec"]
+        assert spec["metadata"]["kernel_providers"]["id"]
+        kernel = await server.request("POST", "/api/kernels", {"name": kernel_name})
+        kid = kernel["id"]
+        out = _stdout(await server.execute(kid, "import os; x = 1; print(os.getpid())"))
+        first_pid = int(out)
+        busy = asyncio.ensure_future(
+            server.execute(kid, "import time\nwhile True: time.sleep(0.05)"))
+        await asyncio.sleep(2)
+        await server.request("POST", f"/api/kernels/{kid}/interrupt")
+        messages = await asyncio.wait_for(busy, 60)
+        assert any(m["msg_type"] == "error" and m["content"]["ename"] == "KeyboardInterrupt"
+                   for m in messages)
+        await server.request("POST", f"/api/kernels/{kid}/restart")
+        out = _stdout(await server.execute(
+            kid, "import os; print(os.getpid()); print('x' in dir())"))
+        assert out.splitlines()[1] == "False"
+        assert int(out.splitlines()[0]) != first_pid or kernel_name.startswith("docker")
+        await server.request("DELETE", f"/api/kernels/{kid}")
+        assert await server.request("GET", "/api/kernels") == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(300)
+def test_jupyter_server_lifecycle_of_a_kernelspec_kernel(jupyter_env: Path,
+                                                        tmp_path: Path) -> None:
+    _lifecycle(jupyter_env, tmp_path, "kp-bridge-only")
+    assert list(Path(os.environ["JUPYTER_RUNTIME_DIR"]).glob("kernel-*.json")) == []
+
+
+@pytest.mark.timeout(300)
+def test_jupyter_server_lifecycle_of_a_docker_kernel(docker_kernel: str, jupyter_env: Path,
+                                                    tmp_path: Path, our_containers: Any) -> None:
+    before = our_containers()
+    _lifecycle(jupyter_env, tmp_path, docker_kernel)
+    assert our_containers() == before  # nothing left: the container is gone
