@@ -15,7 +15,7 @@ from .errors import ConfigError, KernelProviderError, NoSuchKernel
 from .launcher import KernelLauncher
 from .manager import PluginError, ProviderManager, env_disabled
 from .provider import KernelProvider, _problems
-from .types import KernelType, LaunchOptions, ready_seconds
+from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["KernelFinder", "ProviderReport"]
 
@@ -278,6 +278,18 @@ class KernelFinder:
                 await asyncio.shield(launcher.cleanup())
                 raise
         self._observe("kernel_started", launcher=launcher)
+        return launcher
+
+    async def attach(self, kernel_id: str, state: dict[str, Any],
+                     connection_info: ConnectionInfo) -> KernelLauncher:
+        """A launcher for a running kernel that another process started, from that
+        launcher's ``attach_state()`` and ``connection_info``; LaunchFailed if its
+        provider cannot re-attach (or the kernel is gone)."""
+        kernel_type = await self.get_kernel_type(kernel_id)
+        provider = self.providers[kernel_type.provider]
+        launcher = await provider.attach(kernel_type, state, connection_info)
+        launcher.relaunch = lambda opts: self._launch(kernel_type, opts, True)
+        launcher.on_stopped = self._stopped
         return launcher
 
     def _stopped(self, launcher: KernelLauncher, status: int | None) -> None:

@@ -127,6 +127,17 @@ class KernelLauncher:
         """Free what the launch made besides the connection file: containers, tunnels,
         remote files. Called once, by ``cleanup``, after the kernel has ended."""
 
+    async def output_complete(self) -> None:
+        """Return once ``output`` holds everything the ended kernel wrote (called before
+        an error quotes it). The default gives readers a moment."""
+        await asyncio.sleep(0.05)
+
+    def attach_state(self) -> dict[str, Any] | None:
+        """What another process needs to re-attach to this kernel (JSON), with
+        ``connection_info``; ``None`` where the kernel cannot outlive this process (local
+        kernels die with their parent, remote ones with their SSH channel)."""
+        return None
+
     # --- the shared behaviour ------------------------------------------------------
 
     def connect(self) -> KernelConnection:
@@ -159,7 +170,7 @@ class KernelLauncher:
             reply = await conn.wait_ready(timeout, lambda: self.poll() is None)
         except ConnectionAbortedError:
             status = await self.wait()
-            await asyncio.sleep(0.05)  # let the output reader take the last lines
+            await self.output_complete()
             raise KernelDied(
                 f"{where} ended while starting (exit status {status})", self.output, status
             ) from None

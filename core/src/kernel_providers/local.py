@@ -154,6 +154,12 @@ class LocalLauncher(KernelLauncher):
             await self._respawn.again(self)
         raise AssertionError("unreachable")
 
+    async def output_complete(self) -> None:
+        """Wait (a little) for the output pipe to reach its end."""
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 5)
+
     async def free_resources(self) -> None:
         """Reap anything the kernel left in its process group; stop reading output."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -251,7 +257,7 @@ async def _settle_ports(launcher: LocalLauncher, spawner: _Spawner) -> None:
             launcher.connection_info = info
             return
         if launcher.poll() is not None:
-            await asyncio.sleep(0.05)
+            await launcher.output_complete()
             raise KernelDied(
                 f"kernel {launcher.kernel_type.id!r} ended while starting"
                 f" (exit status {launcher.poll()})", launcher.output, launcher.poll())

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .launcher import KernelLauncher
-    from .types import KernelType, LaunchOptions
+    from .types import ConnectionInfo, KernelType, LaunchOptions
 
 __all__ = ["KernelProvider", "report_problem"]
 
@@ -68,6 +68,17 @@ class KernelProvider:
         kernel's output on failure, leaving nothing behind.
         """
         raise NotImplementedError
+
+    async def attach(self, kernel_type: KernelType, state: dict[str, Any],
+                     connection_info: ConnectionInfo) -> KernelLauncher:
+        """A launcher for a kernel another process started, from its launcher's
+        ``attach_state()`` and ``connection_info`` (e.g. a restarted Jupyter server
+        finding its containers again). Providers whose kernels cannot outlive their
+        launcher keep this default, which raises LaunchFailed."""
+        from .errors import LaunchFailed
+
+        raise LaunchFailed(f"kernels of provider {self.id!r} cannot be re-attached: they"
+                           " end with the process that started them")
 
     async def cleanup_orphans(self) -> list[str]:
         """Remove what launches of this provider left behind when the process that

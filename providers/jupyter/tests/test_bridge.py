@@ -238,3 +238,101 @@ def test_jupyter_server_lifecycle_of_a_docker_kernel(docker_kernel: str, jupyter
     before = our_containers()
     _lifecycle(jupyter_env, tmp_path, docker_kernel)
     assert our_containers() == before  # nothing left: the container is gone
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_server_reattaches_to_a_docker_kernel(docker_kernel: str,
+                                                         our_containers: Any) -> None:
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    before = our_containers()
+    # The first "server" starts the kernel, saves what jupyter_client persists, and dies
+    # without cleaning up (os._exit): the container keeps running.
+    script = (
+        "import asyncio, json, os\n"
+        "from kernel_providers_jupyter import KernelProvidersKernelManager\n"
+        "async def main():\n"
+        f"    km = KernelProvidersKernelManager(kernel_name={docker_kernel!r})\n"
+        "    await km.start_kernel()\n"
+        "    info = await km.provisioner.get_provisioner_info()\n"
+        "    info['connection_info'] = {k: v.decode() if isinstance(v, bytes) else v\n"
+        "                               for k, v in info['connection_info'].items()}\n"
+        "    print(json.dumps(info), flush=True)\n"
+        "    os._exit(0)\n"
+        "asyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=180, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.splitlines()[-1])
+    assert len(our_containers() - before) == 1
+
+    async def restarted_server() -> None:
+        km = KernelProvidersKernelManager(kernel_name=docker_kernel)
+        km.kernel_id = info["kernel_id"]
+        km.load_connection_info(info["kernel_providers_connection"])
+        km.provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+            km.kernel_id, km.kernel_spec, parent=km)
+        await km.provisioner.load_provisioner_info(info)
+        assert await km.is_alive()
+        client = km.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            reply = await client.execute_interactive("import socket; socket.gethostname()",
+                                                     timeout=60)
+            assert reply["content"]["status"] == "ok"
+        finally:
+            client.stop_channels()
+        await km.shutdown_kernel()
+
+    asyncio.run(restarted_server())
+    assert our_containers() == before  # shut down from the new server: nothing left
+
+
+def _allow(monkeypatch: pytest.MonkeyPatch, table: str) -> None:
+    """Enable one more provider with a config table (the fixture disables the others)."""
+    import kernel_providers_jupyter.shared as shared
+
+    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,example")
+    config = Path(os.environ["KERNEL_PROVIDERS_CONFIG"])
+    config.write_text(config.read_text() + table)
+    monkeypatch.setattr(shared, "_finder", None)
+
+
+def test_nbclient_runs_a_venv_kernel(jupyter_env: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipykernel
+
+    venvs = tmp_path / "venvs"
+    prefix = venvs / "bridged"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(prefix)], check=True)
+    site = next(prefix.glob("lib/python*/site-packages"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--disable-pip-version-check", "--target", str(site),
+                    f"ipykernel=={ipykernel.__version__}"], check=True)
+    _allow(monkeypatch, f"[providers.venv]\ndirs = [{json.dumps(str(venvs))}]\n"
+                        "include_cwd = false\n[providers.ssh]\nhosts = []\n")
+    _, sys_prefix = run_notebook("venv-bridged")
+    assert sys_prefix == str(prefix)
+
+
+def test_nbclient_runs_an_ssh_kernel(docker_kernel: str, jupyter_env: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import docker
+
+    from kernel_providers_ssh.testing import start_sshd
+
+    client = docker.from_env()
+    sshd = start_sshd(client, os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm"),
+                      tmp_path)
+    try:
+        _allow(monkeypatch, f"[providers.ssh]\nhosts = [\"testbox\"]\n"
+                            f"ssh_config = {json.dumps(str(sshd.ssh_config))}\n"
+                            f"known_hosts = {json.dumps(str(sshd.known_hosts))}\n"
+                            "[providers.venv]\ndirs = []\ninclude_cwd = false\n")
+        hostname, _ = run_notebook("ssh-testbox-python3")
+        assert hostname == sshd.container.short_id
+    finally:
+        sshd.stop()
+        client.close()

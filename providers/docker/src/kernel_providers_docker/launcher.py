@@ -142,6 +142,10 @@ class DockerLauncher(KernelLauncher):
         """SIGKILL the container."""
         await self.signal(_signal.SIGKILL)
 
+    def attach_state(self) -> dict[str, Any] | None:
+        """The container's id: a container outlives the process that started it."""
+        return {"container_id": self.container.id}
+
     async def free_resources(self) -> None:
         """Remove the container (its connection file goes with it)."""
         from docker.errors import NotFound

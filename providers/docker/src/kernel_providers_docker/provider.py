@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from kernel_providers import (
     ConfigError,
+    ConnectionInfo,
     KernelLauncher,
     KernelProvider,
     KernelType,
@@ -131,6 +132,29 @@ class DockerProvider(KernelProvider):
                                " `kernel-providers list --refresh`")
         client = await asyncio.to_thread(self.client)
         return await start_container(client, kernel_type, kernel.target, options)
+
+    async def attach(self, kernel_type: KernelType, state: dict[str, Any],
+                     connection_info: ConnectionInfo) -> KernelLauncher:
+        """Re-attach to a running container (``state`` from DockerLauncher.attach_state)."""
+        from docker.errors import NotFound
+
+        from kernel_providers.connection import write_connection_file
+
+        from .launcher import DockerLauncher
+
+        client = await asyncio.to_thread(self.client)
+        container_id = str(state.get("container_id", ""))
+        try:
+            container = await asyncio.to_thread(client.containers.get, container_id)
+        except NotFound:
+            raise LaunchFailed(f"container {container_id[:12]} of {kernel_type.id} is gone;"
+                               " start the kernel again") from None
+        if container.status != "running":
+            raise LaunchFailed(f"container {container_id[:12]} of {kernel_type.id} is"
+                               f" {container.status}; start the kernel again")
+        path = write_connection_file(connection_info)
+        return DockerLauncher(kernel_type, connection_info, str(path), LaunchOptions(),
+                              client, container)
 
     async def cleanup_orphans(self) -> list[str]:
         """Remove containers of ours whose launching process (on this host) is gone."""

@@ -99,6 +99,9 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         """What a restarted server needs to find this kernel again."""
         info: dict[str, Any] = await super().get_provisioner_info()
         info["kernel_providers_id"] = self.kernel_providers_id
+        if self.launcher is not None:
+            info["kernel_providers_attach"] = self.launcher.attach_state()
+            info["kernel_providers_connection"] = dict(self.launcher.connection_info)
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
@@ -106,3 +109,8 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         await super().load_provisioner_info(provisioner_info)
         self.kernel_providers_id = provisioner_info.get("kernel_providers_id",
                                                         self.kernel_providers_id)
+        state = provisioner_info.get("kernel_providers_attach")
+        if state:  # a kernel that outlives its launcher (a container): re-attach
+            self.launcher = await shared_finder().finder.attach(
+                self.kernel_providers_id, state,
+                provisioner_info["kernel_providers_connection"])

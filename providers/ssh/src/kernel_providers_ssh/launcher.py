@@ -165,11 +165,12 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         first = await asyncio.wait_for(process.stdout.readline(), ready_seconds(options))
         started = json.loads(first or b"{}")
         if "pid" not in started:
-            await asyncio.sleep(0.2)
+            await _drained(stderr_reader)
             raise KernelDied(f"kernel {kernel_type.id} could not start on {host}",
                              output.text(), started.get("exit"))
         remote = await _settled_ports(sftp, remote_file, info["key"], process, output,
-                                      kernel_type, host, ready_seconds(options))
+                                      kernel_type, host, ready_seconds(options),
+                                      stderr_reader)
         local: Any = dict(remote)
         local["ip"] = "127.0.0.1"
         for name in PORT_NAMES:
@@ -199,8 +200,15 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         raise
 
 
+async def _drained(reader: asyncio.Future[None]) -> None:
+    # The kernel's last output arrives on stderr until the channel closes: take it all.
+    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+        await asyncio.wait_for(asyncio.shield(reader), 10)
+
+
 async def _settled_ports(sftp: Any, path: str, key: str, process: Any, output: OutputBuffer,
-                         kernel_type: KernelType, host: str, timeout: float) -> Any:
+                         kernel_type: KernelType, host: str, timeout: float,
+                         stderr_reader: asyncio.Future[None]) -> Any:
     """Wait until the kernel wrote the ports it bound into its connection file."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -214,7 +222,7 @@ async def _settled_ports(sftp: Any, path: str, key: str, process: Any, output: O
                                    f" {host} with another key")
             return info
         if process.exit_status is not None or process.stdout.at_eof():
-            await asyncio.sleep(0.2)
+            await _drained(stderr_reader)
             raise KernelDied(f"kernel {kernel_type.id} ended while starting on {host}",
                              output.text())
         await asyncio.sleep(0.05)

@@ -88,10 +88,12 @@ def control():
     while kernel.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     group(signal.SIGKILL)
-threading.Thread(target=pump, daemon=True).start()
+pumping = threading.Thread(target=pump, daemon=True)
+pumping.start()
 threading.Thread(target=control, daemon=True).start()
 say({"pid": kernel.pid})
 status = kernel.wait()
+pumping.join(5)  # the kernel's last words before its exit status
 group(signal.SIGKILL)
 say({"exit": status})
 '''
