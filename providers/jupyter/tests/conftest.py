@@ -32,6 +32,7 @@ def jupyter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     hidden.mkdir(parents=True)
     (hidden / "kernel.json").write_text(json.dumps(
         {"argv": IPYKERNEL, "display_name": "KP Bridge only", "language": "python"}))
+    (hidden / "logo-64x64.png").write_bytes(b"\x89PNG kp-logo")
     Path(os.environ["KERNEL_PROVIDERS_CONFIG"]).write_text(
         f"[providers.spec]\nextra_dirs = [{json.dumps(str(hidden.parent))}]\n")
     config = tmp_path / "jupyter-config"

@@ -117,6 +117,13 @@ class Server:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
         self.url = f"http://127.0.0.1:{self.port}"
 
+    async def fetch(self, path: str) -> bytes:
+        from tornado.httpclient import AsyncHTTPClient
+
+        response = await AsyncHTTPClient().fetch(
+            self.url + path, headers={"Authorization": f"token {self.token}"})
+        return bytes(response.body)
+
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
@@ -200,6 +207,11 @@ def _lifecycle(jupyter_env: Path, tmp_path: Path, kernel_name: str) -> None:
         # Served by the bridge (the stock manager has no kernel_providers metadata).
         spec = specs["kernelspecs"][kernel_name]["spec"]
         assert spec["metadata"]["kernel_providers"]["id"]
+        if kernel_name == "kp-bridge-only":  # its logo is served from its folder
+            resources = specs["kernelspecs"][kernel_name]["resources"]
+            assert "logo-64x64" in resources
+            assert await server.fetch(f"/kernelspecs/{kernel_name}/logo-64x64.png") == \
+                b"\x89PNG kp-logo"
         kernel = await server.request("POST", "/api/kernels", {"name": kernel_name})
         kid = kernel["id"]
         out = _stdout(await server.execute(kid, "import os; x = 1; print(os.getpid())"))
