@@ -344,7 +344,7 @@ def test_nbclient_runs_an_ssh_kernel(docker_kernel: str, jupyter_env: Path, tmp_
                             f"known_hosts = {json.dumps(str(sshd.known_hosts))}\n"
                             "[providers.venv]\ndirs = []\ninclude_cwd = false\n")
         hostname, _ = run_notebook("ssh-testbox-python3")
-        assert hostname == sshd.container.short_id
+        assert hostname == sshd.hostname
     finally:
         sshd.stop()
         client.close()

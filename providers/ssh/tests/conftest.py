@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kernel_providers import Config, KernelFinder
-from kernel_providers_ssh.testing import SSHD, start_sshd
+from kernel_providers_ssh.testing import SSHD, LocalSSHD, start_local_sshd, start_sshd
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,14 +25,28 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
-    try:
-        import docker
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]:
+    """The test server: sshd in a container as its own host; where no Docker engine
+    runs, sshd on 127.0.0.1 of this machine (KP_TEST_SSHD=local forces that)."""
+    folder = tmp_path_factory.mktemp("ssh")
+    client = None
+    if os.environ.get("KP_TEST_SSHD") != "local":
+        try:
+            import docker
 
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        _unavailable(f"no Docker engine to run the test sshd in: {exc}")
+            client = docker.from_env()
+            client.ping()
+        except Exception:
+            client = None
+    if client is None:
+        if not Path("/usr/sbin/sshd").exists():
+            _unavailable("neither a Docker engine nor /usr/sbin/sshd (openssh-server)")
+        local = start_local_sshd(folder)
+        try:
+            yield local
+        finally:
+            local.stop()
+        return
     try:
         from docker.errors import ImageNotFound
 
@@ -45,7 +59,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
                 client.images.get(IMAGE)
             except ImageNotFound as exc:
                 _unavailable(f"no test image {IMAGE}: {exc}")
-        server = start_sshd(client, IMAGE, tmp_path_factory.mktemp("ssh"))
+        server = start_sshd(client, IMAGE, folder)
         try:
             yield server
         finally:
@@ -55,7 +69,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
 
 
 @pytest.fixture
-def ssh_finder(sshd: SSHD, kp_isolated: Path) -> Callable[..., KernelFinder]:
+def ssh_finder(sshd: SSHD | LocalSSHD, kp_isolated: Path) -> Callable[..., KernelFinder]:
     """``ssh_finder(**table)``: a finder whose [providers.ssh] points at the test sshd."""
     def make(**table: Any) -> KernelFinder:
         settings = {"hosts": ["testbox"], "ssh_config": str(sshd.ssh_config),

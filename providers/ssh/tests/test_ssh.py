@@ -1,4 +1,4 @@
-"""The SSH provider against a real OpenSSH server in a container."""
+"""The SSH provider against a real OpenSSH server (in a container, as its own host)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def remote_alive(sshd: Any, pid: int) -> bool:
 
 
 def remote_files(sshd: Any) -> set[str]:
-    out = sshd.exec("sh", "-c", f"ls {Path('/root/.local/share/kernel-providers/runtime')}"
+    out = sshd.exec("sh", "-c", f"ls {sshd.home}/.local/share/kernel-providers/runtime"
                     " 2>/dev/null || true")
     return {f"remote:{name}" for name in out.split()}
 
@@ -51,7 +51,7 @@ def test_code_runs_on_the_remote_host(ssh_finder: Any, sshd: Any) -> None:
         launcher = await finder.launch(KERNEL)
         try:
             out, _, _ = await run_code(launcher, "import socket; print(socket.gethostname())")
-            assert out.strip() == sshd.container.short_id
+            assert out.strip() == sshd.hostname
             assert launcher.connection_info["ip"] == "127.0.0.1"
             assert remote_alive(sshd, launcher.remote_pid)  # type: ignore[attr-defined]
             # The remote connection file is private.
@@ -116,13 +116,7 @@ def test_dropped_connection_ends_the_remote_kernel(ssh_finder: Any, sshd: Any) -
         launcher = await finder.launch(KERNEL)
         pid = launcher.remote_pid  # type: ignore[attr-defined]
         # Kill the server side of our SSH sessions (not the listening sshd, PID 1).
-        sshd.exec("python3", "-c",
-                  "import os, signal\nfor p in os.listdir('/proc'):\n"
-                  " if p.isdigit() and p != '1':\n"
-                  "  try:\n"
-                  "   name = open('/proc/%s/comm' % p).read().strip()\n"
-                  "  except OSError:\n   continue\n"
-                  "  if name == 'sshd':\n   os.kill(int(p), signal.SIGKILL)")
+        sshd.kill_sessions()
         status = await asyncio.wait_for(launcher.wait(), 30)
         assert launcher.poll() is None or launcher.poll() == status
         for _ in range(100):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SSHD", "start_sshd"]
+__all__ = ["SSHD", "LocalSSHD", "start_local_sshd", "start_sshd"]
 
 # Runs in the container as its command: sshd's keys and login, a kernelspec that exits
 # at once (for the failure test), then sshd in the foreground.
@@ -44,12 +44,144 @@ class SSHD:
     key: Path
 
     def exec(self, *argv: str) -> str:
-        """Run a command in the server's container; its output."""
+        """Run a command on the server's host (its container); its output."""
         return str(self.container.exec_run(list(argv)).output.decode())
+
+    @property
+    def hostname(self) -> str:
+        """The host name kernels on this server see."""
+        return str(self.container.short_id)
+
+    @property
+    def home(self) -> str:
+        """The login user's home folder there."""
+        return "/root"
+
+    def kill_sessions(self) -> None:
+        """Kill the server side of every SSH session (not the listening sshd, PID 1)."""
+        self.exec("python3", "-c", _KILL_SESSIONS % 1)
 
     def stop(self) -> None:
         """Remove the container."""
         self.container.remove(force=True)
+
+
+# Kills every sshd process but the listener (its pid is given).
+_KILL_SESSIONS = (
+    "import os, signal\nfor p in os.listdir('/proc'):\n"
+    " if p.isdigit() and int(p) != %d:\n"
+    "  try:\n   name = open('/proc/%%s/comm' %% p).read().strip()\n"
+    "  except OSError:\n   continue\n"
+    "  if name == 'sshd':\n   os.kill(int(p), signal.SIGKILL)")
+
+
+@dataclass
+class LocalSSHD:
+    """OpenSSH's sshd on 127.0.0.1 of this machine, for where no Docker engine runs:
+    the same client files, logging in as the current user."""
+
+    process: Any
+    port: int
+    ssh_config: Path
+    known_hosts: Path
+    key: Path
+
+    def exec(self, *argv: str) -> str:
+        """Run a command on this machine; its output."""
+        import subprocess
+
+        return subprocess.run(list(argv), capture_output=True, text=True).stdout
+
+    @property
+    def hostname(self) -> str:
+        """This machine's host name."""
+        return socket.gethostname()
+
+    @property
+    def home(self) -> str:
+        """The current user's home folder."""
+        return str(Path.home())
+
+    def kill_sessions(self) -> None:
+        """Kill the session processes this sshd forked (our own, by pid)."""
+        import subprocess
+
+        subprocess.run(["python3", "-c", _KILL_SESSIONS % self.process.pid], check=False)
+
+    def stop(self) -> None:
+        """Stop the sshd this test started."""
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _client_files(folder: Path, port: int, host_key: str, key_file: Path,
+                  user: str) -> tuple[Path, Path]:
+    known_hosts = folder / "known_hosts"
+    kind, blob = host_key.split()[:2]
+    known_hosts.write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()
+    config = folder / "ssh_config"
+    config.write_text(
+        f"Host testbox testbox2 unverified\n  HostName 127.0.0.1\n  Port {port}\n"
+        f"  User {user}\n"
+        f"  IdentityFile {key_file}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {known_hosts}\n\n"
+        f"Host deadbox\n  HostName 127.0.0.1\n  Port {dead_port}\n  User root\n")
+    return config, known_hosts
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def start_local_sshd(folder: Path, sshd: str = "/usr/sbin/sshd") -> LocalSSHD:
+    """Start ``sshd`` on a free loopback port as the current user (no root needed),
+    accepting a key made here. The caller stops it."""
+    import subprocess
+
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(folder / "id_test"))
+    os.chmod(folder / "id_test", 0o600)
+    (folder / "authorized_keys").write_bytes(key.export_public_key())
+    host = asyncssh.generate_private_key("ssh-ed25519")
+    host.write_private_key(str(folder / "host_key"))
+    os.chmod(folder / "host_key", 0o600)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exits = folder / "jupyter" / "kernels" / "exits"  # as the container's SETUP makes
+    exits.mkdir(parents=True, exist_ok=True)
+    (exits / "kernel.json").write_text(
+        '{"argv": ["python3", "-c", "print(\'ssh-exits-marker\'); raise SystemExit(6)"],'
+        ' "display_name": "Exits", "language": "python"}')
+    if os.geteuid() == 0:  # as root, sshd wants its privilege-separation dir
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    process = subprocess.Popen(
+        [sshd, "-D", "-e", "-f", "/dev/null", "-p", str(port), "-h", str(folder / "host_key"),
+         "-o", "ListenAddress=127.0.0.1", "-o", f"AuthorizedKeysFile={folder}/authorized_keys",
+         "-o", "PasswordAuthentication=no", "-o", "StrictModes=no", "-o", "PidFile=none",
+         "-o", "PermitRootLogin=prohibit-password", "-o", "Subsystem=sftp internal-sftp",
+         # sessions find the same Pythons as the tests (jupyter, ipykernel)
+         "-o", f"SetEnv=PATH={os.environ.get('PATH', '/usr/bin:/bin')}"
+               f" JUPYTER_PATH={folder / 'jupyter'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None:
+            raise RuntimeError(f"{sshd} exited with status {process.returncode}")
+        time.sleep(0.05)
+    config, known_hosts = _client_files(folder, port, host.export_public_key().decode(),
+                                        folder / "id_test", _user())
+    return LocalSSHD(process, port, config, known_hosts, folder / "id_test")
 
 
 def start_sshd(client: Any, image: str, folder: Path) -> SSHD:
@@ -77,19 +209,8 @@ def start_sshd(client: Any, image: str, folder: Path) -> SSHD:
             time.sleep(0.1)
         else:
             raise RuntimeError(f"test sshd did not start: {container.logs().decode()}")
-        known_hosts = folder / "known_hosts"
-        kind, blob = host_key.decode().split()[:2]
-        known_hosts.write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
-        closed = socket.socket()
-        closed.bind(("127.0.0.1", 0))
-        dead_port = closed.getsockname()[1]
-        closed.close()
-        config = folder / "ssh_config"
-        config.write_text(
-            f"Host testbox testbox2 unverified\n  HostName 127.0.0.1\n  Port {port}\n"
-            f"  User root\n  IdentityFile {folder / 'id_test'}\n  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {known_hosts}\n\n"
-            f"Host deadbox\n  HostName 127.0.0.1\n  Port {dead_port}\n  User root\n")
+        config, known_hosts = _client_files(folder, port, host_key.decode(),
+                                            folder / "id_test", "root")
     except BaseException:
         container.remove(force=True)
         raise
