@@ -278,7 +278,10 @@ async def cmd_launch(args: argparse.Namespace) -> int:
 # --- entry point -------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+BUILTIN_COMMANDS = {"list", "providers", "info", "run", "launch", "cleanup"}
+
+
+def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kernel-providers",
         description="Find and start Jupyter kernels from every installed provider.")
@@ -316,7 +319,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the connection info as JSON too")
     p.set_defaults(handler=cmd_launch)
-    _plugin_commands(sub)
+    if with_plugins:
+        _plugin_commands(sub)
     return parser
 
 
@@ -334,7 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     _one_line_warnings()
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    # Plugins' commands are only loaded when a built-in one is not asked for.
+    args = _parser(with_plugins=command not in BUILTIN_COMMANDS).parse_args(words)
     try:
         status: int = asyncio.run(args.handler(args))
         return status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
@@ -35,6 +36,15 @@ class PluginError:
         where = f" (from {self.distribution})" if self.distribution else ""
         return (f"plugin {self.plugin!r}{where}: {self.message}; set"
                 f" KERNEL_PROVIDERS_DISABLE={self.plugin} to skip it")
+
+
+@functools.lru_cache(maxsize=4)
+def _entry_points(path: tuple[str, ...]) -> list[importlib.metadata.EntryPoint]:
+    # Scanning every installed distribution is the slow part of loading plugins; do it
+    # once per sys.path (the command line builds two managers).
+    del path  # the cache key: a changed sys.path may hold other distributions
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                  key=lambda e: e.name)
 
 
 def env_disabled() -> set[str]:
@@ -81,8 +91,7 @@ class ProviderManager(pluggy.PluginManager):
         if _truthy("KERNEL_PROVIDERS_NO_AUTOLOAD"):
             return
         seen: set[str] = set()
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                         key=lambda e: e.name):
+        for ep in _entry_points(tuple(sys.path)):
             dist = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
             if ep.name in disabled or ep.name in seen or self.has_plugin(ep.name):
