@@ -230,6 +230,16 @@ def _lifecycle(jupyter_env: Path, tmp_path: Path, kernel_name: str) -> None:
         assert int(out.splitlines()[0]) != first_pid or kernel_name.startswith("docker")
         await server.request("DELETE", f"/api/kernels/{kid}")
         assert await server.request("GET", "/api/kernels") == []
+        if not kernel_name.startswith("docker"):  # a local process: it is gone
+            pid = int(out.splitlines()[0])
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"kernel process {pid} still runs after DELETE")
 
     try:
         asyncio.run(scenario())
