@@ -222,6 +222,9 @@ class KernelLauncher:
         ``shutdown_request`` on control and up to ``timeout`` seconds to exit, then
         SIGTERM and a few seconds more, then ``kill``.
         """
+        # Our sockets go first: ZeroMQ would keep reconnecting to a kernel that is ending
+        # (through tunnels, too, while they are torn down).
+        self.close_connection()
         if self.poll() is None:
             with contextlib.suppress(Exception):
                 async with self.connect() as conn:
@@ -262,6 +265,7 @@ class KernelLauncher:
             if self._cleaned:
                 return
             self._cleaned = True
+            self.close_connection()
             try:
                 if self.poll() is None:
                     with contextlib.suppress(ProcessLookupError):

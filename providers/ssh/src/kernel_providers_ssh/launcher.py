@@ -105,13 +105,13 @@ class SSHLauncher(KernelLauncher):
     async def free_resources(self) -> None:
         """Close the supervisor's stdin, the forwards, the remote connection file; release
         the host's connection (closed when no kernel uses it)."""
+        for listener in self._forwards:  # first: no new tunnelled connections
+            listener.close()
         with contextlib.suppress(Exception):
             self.process.stdin.write_eof()
         with contextlib.suppress(asyncio.TimeoutError, TimeoutError, Exception):
             await asyncio.wait_for(self.process.wait_closed(), 5)
         self.process.close()
-        for listener in self._forwards:
-            listener.close()
         if not self._conn.is_closed():
             try:
                 await (await self.pool.sftp(self._conn)).remove(self.remote_file)
