@@ -67,23 +67,26 @@ def test_kernel_dies_with_a_killed_manager(kp_isolated: Path) -> None:
             proc.stdout.close()
 
 
-def test_busy_port_on_reuse_retries_with_new_ports(kp_isolated: Path) -> None:
+@pytest.mark.parametrize("taken", ["shell_port", "iopub_port"])
+def test_busy_port_on_reuse_retries_with_new_ports(kp_isolated: Path, taken: str) -> None:
+    # shell: ipykernel exits at once; iopub: its threads already run and it hangs after
+    # the bind error, so the launcher must notice the error in its output.
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     busy = blocker.getsockname()[1]
-    reuse: Any = {p: busy if p == "shell_port" else 0 for p in PORT_NAMES}
-    # Give every port a value (a restart reuses all five), the shell one being taken.
+    reuse: Any = {p: busy if p == taken else 0 for p in PORT_NAMES}
+    # Give every port a value (a restart reuses all five), one of them being taken.
     from kernel_providers.connection import allocate_ports
 
-    reuse.update({p: v for p, v in allocate_ports().items() if p != "shell_port"})
+    reuse.update({p: v for p, v in allocate_ports().items() if p != taken})
     reuse["key"] = "ab" * 32
 
     async def scenario() -> None:
         launcher = await launch_local(KT, IPYKERNEL, LaunchOptions(connection_info=reuse))
         try:
             await launcher.wait_ready(60)
-            assert launcher.connection_info["shell_port"] != busy
+            assert launcher.connection_info[taken] != busy  # type: ignore[literal-required]
             assert launcher.connection_info["key"] == "ab" * 32
             out, _, _ = await run_code(launcher, "print('moved')")
             assert out == "moved\n"

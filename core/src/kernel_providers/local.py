@@ -146,13 +146,25 @@ class LocalLauncher(KernelLauncher):
     async def wait_ready(self, timeout: float | None = None) -> dict:  # type: ignore[type-arg]
         """As the contract, restarting the kernel on new ports after a bind failure."""
         for attempt in range(_BIND_RETRIES + 1):
+            watcher = asyncio.ensure_future(self._end_on_bind_failure())
             try:
                 return await super().wait_ready(timeout)
             except KernelDied as died:
                 if attempt == _BIND_RETRIES or not _BIND_FAILURE.search(died.output):
                     raise
+            finally:
+                watcher.cancel()
             await self._respawn.again(self)
         raise AssertionError("unreachable")
+
+    async def _end_on_bind_failure(self) -> None:
+        # A kernel that failed to bind a port may hang instead of exiting (ipykernel's
+        # threads keep it alive): end it, so the ready check fails fast and we retry.
+        while self.poll() is None:
+            if _BIND_FAILURE.search(self.output):
+                await self.kill()
+                return
+            await asyncio.sleep(0.1)
 
     async def output_complete(self) -> None:
         """Wait (a little) for the output pipe to reach its end."""
