@@ -78,16 +78,20 @@ def substitute_argv(argv: Sequence[str], connection_file: str,
     return out
 
 
-def build_env(*layers: Mapping[str, str] | None) -> dict[str, str]:
+def build_env(*layers: Mapping[str, str | None] | None) -> dict[str, str]:
     """``os.environ`` with each layer merged over it in turn.
 
     Values may refer to the variables below them as ``${NAME}`` (as kernelspecs do, e.g.
-    ``"PATH": "/opt/bin:${PATH}"``).
+    ``"PATH": "/opt/bin:${PATH}"``); a value of ``None`` removes the variable (as an
+    activation script's ``unset`` does).
     """
     env = dict(os.environ)
     for layer in layers:
-        if layer:
-            env.update({k: Template(str(v)).safe_substitute(env) for k, v in layer.items()})
+        for key, value in (layer or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = Template(str(value)).safe_substitute(env)
     return env
 
 
@@ -281,7 +285,8 @@ async def _settle_ports(launcher: LocalLauncher, spawner: _Spawner) -> None:
 
 
 async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: LaunchOptions,
-                       *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+                       *, env: Mapping[str, str | None] | None = None,
+                       cwd: str | None = None,
                        resource_dir: str | None = None,
                        port_strategy: PortStrategy | None = None) -> LocalLauncher:
     """Start ``argv`` as a local kernel and return its launcher.

@@ -26,9 +26,12 @@ def _bin_dirs(prefix: Path) -> list[str]:
     return [str(prefix / "bin")]
 
 
-def conda_activation(prefix: Path, name: str) -> tuple[list[str], dict[str, str]]:
-    """(argv prefix, environment) that run a command activated in a conda environment."""
-    env = {
+def conda_activation(prefix: Path, name: str) -> tuple[list[str], dict[str, str | None]]:
+    """(argv prefix, environment) that run a command activated in a conda environment.
+    A virtualenv active around the manager is not the kernel's: its variables go."""
+    env: dict[str, str | None] = {
+        "VIRTUAL_ENV": None,
+        "PYTHONHOME": None,
         "CONDA_PREFIX": str(prefix),
         "CONDA_DEFAULT_ENV": name,
         "CONDA_SHLVL": "1",
@@ -41,9 +44,8 @@ def conda_activation(prefix: Path, name: str) -> tuple[list[str], dict[str, str]
     return [shell, "-c", _RUNNER, "kernel-providers-activate"], env
 
 
-def venv_activation(prefix: Path, is_venv: bool = True) -> dict[str, str]:
-    """The environment that ``bin/activate`` of a virtualenv sets (PATH and VIRTUAL_ENV)."""
-    env = {"PATH": os.pathsep.join([*_bin_dirs(prefix), "${PATH}"])}
-    if is_venv:
-        env["VIRTUAL_ENV"] = str(prefix)
-    return env
+def venv_activation(prefix: Path, is_venv: bool = True) -> dict[str, str | None]:
+    """The environment that ``bin/activate`` of a virtualenv sets: PATH and VIRTUAL_ENV
+    (another one's for a pyenv version: it goes), and no PYTHONHOME."""
+    return {"PATH": os.pathsep.join([*_bin_dirs(prefix), "${PATH}"]),
+            "VIRTUAL_ENV": str(prefix) if is_venv else None, "PYTHONHOME": None}
