@@ -161,8 +161,9 @@ def _no_sigint_handler(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGINT)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
 
 
 async def _spinner(text: str) -> None:
@@ -229,6 +230,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
             execution.cancel()
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
+    # Being told to end (a closed terminal, a service manager) shuts the kernel down as a
+    # second Ctrl-C does: nothing is left behind.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, execution.cancel)
     try:
         with _no_sigint_handler(loop):
             reply = await execution
@@ -256,13 +261,13 @@ async def cmd_launch(args: argparse.Namespace) -> int:
              f" `jupyter console --existing {launcher.connection_file}`; Ctrl-C stops it")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     ended = asyncio.ensure_future(launcher.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(signum)
     if ended.done():
         status = ended.result()
