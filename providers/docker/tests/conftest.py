@@ -15,15 +15,10 @@ from typing import Any
 import pytest
 
 from kernel_providers import Config, KernelFinder
+from kernel_providers.testing import unavailable
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see scripts/test)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +29,7 @@ def docker_client() -> Any:
     try:
         return connect()
     except Exception as exc:
-        _unavailable(f"no Docker engine: {exc}")
+        unavailable(f"no Docker engine: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +43,7 @@ def test_image(docker_client: Any) -> str:
         result = subprocess.run(["bash", str(ROOT / "scripts" / "build-test-image"), IMAGE],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            _unavailable(f"cannot build {IMAGE}: {result.stderr[-2000:]}")
+            unavailable(f"cannot build {IMAGE}: {result.stderr[-2000:]}")
     return IMAGE
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from kernel_providers.testing import unavailable
+
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
@@ -57,17 +59,14 @@ def docker_available() -> bool:
         finally:
             client.close()
     except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"no Docker engine or test image in CI: {exc}")
-        return False
+        unavailable(f"no Docker engine with the test image {IMAGE}: {exc}")
     return True
 
 
 @pytest.fixture
 def docker_kernel(jupyter_env: Path) -> str:
     """The bridged name of the Docker test image's kernel (skips without an engine)."""
-    if not docker_available():
-        pytest.skip("no Docker engine with the test image")
+    docker_available()
     from kernel_providers_jupyter import jupyter_name
 
     return jupyter_name(f"docker/{IMAGE}")

@@ -12,16 +12,11 @@ from typing import Any
 import pytest
 
 from kernel_providers import Config, KernelFinder
+from kernel_providers.testing import unavailable
 from kernel_providers_ssh.testing import SSHD, LocalSSHD, start_local_sshd, start_sshd
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +35,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]
             client = None
     if client is None:
         if not Path("/usr/sbin/sshd").exists():
-            _unavailable("neither a Docker engine nor /usr/sbin/sshd (openssh-server)")
+            unavailable("neither a Docker engine nor /usr/sbin/sshd (openssh-server)")
         local = start_local_sshd(folder)
         try:
             yield local
@@ -58,7 +53,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]
             try:
                 client.images.get(IMAGE)
             except ImageNotFound as exc:
-                _unavailable(f"no test image {IMAGE}: {exc}")
+                unavailable(f"no test image {IMAGE}: {exc}")
         server = start_sshd(client, IMAGE, folder)
         try:
             yield server

@@ -14,6 +14,19 @@ test's runtime dir and configuration file; see :mod:`kernel_providers.testing.pl
 
 from __future__ import annotations
 
+import os
+from typing import NoReturn
+
+import pytest
+
 from .conformance import ConformanceSuite, run_code
 
-__all__ = ["ConformanceSuite", "run_code"]
+__all__ = ["ConformanceSuite", "run_code", "unavailable"]
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test's engine or host (Docker, sshd ...) is missing: fail in CI (``CI`` set),
+    where everything must run; skip with the reason on a user's machine."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason)
