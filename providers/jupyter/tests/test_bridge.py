@@ -317,7 +317,8 @@ def _allow(monkeypatch: pytest.MonkeyPatch, table: str) -> None:
 
     monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,example")
     config = Path(os.environ["KERNEL_PROVIDERS_CONFIG"])
-    config.write_text(config.read_text() + table)
+    # a loaded CI machine may need longer than the default 10 s to list a host
+    config.write_text("discovery_timeout = 60\n" + config.read_text() + table)
     monkeypatch.setattr(shared, "_finder", None)
 
 
@@ -349,7 +350,7 @@ def test_nbclient_runs_an_ssh_kernel(docker_kernel: str, jupyter_env: Path, tmp_
     sshd = start_sshd(client, os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm"),
                       tmp_path)
     try:
-        _allow(monkeypatch, f"[providers.ssh]\nhosts = [\"testbox\"]\n"
+        _allow(monkeypatch, f"[providers.ssh]\nhosts = [\"testbox\"]\nconnect_timeout = 30\n"
                             f"ssh_config = {json.dumps(str(sshd.ssh_config))}\n"
                             f"known_hosts = {json.dumps(str(sshd.known_hosts))}\n"
                             "[providers.venv]\ndirs = []\ninclude_cwd = false\n")
