@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,38 +15,18 @@ import ipykernel
 import pytest
 
 from kernel_providers import Config, KernelFinder
+from kernel_providers.testing.environments import ipykernel_wheel as testing_ipykernel_wheel
+from kernel_providers.testing.environments import make_venv
 
-PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 IPYKERNEL_VERSION = ipykernel.__version__
 
 
 @pytest.fixture(scope="session")
 def ipykernel_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel of the installed ipykernel version (from the package index or pip's
-    cache), installed into the test environments for real."""
-    folder = Path(os.environ.get("KP_TEST_WHEELS") or tmp_path_factory.mktemp("wheels"))
-    found = sorted(folder.glob(f"ipykernel-{IPYKERNEL_VERSION}-*.whl"))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        f"ipykernel=={IPYKERNEL_VERSION}", "-d", str(folder)], check=True)
-        found = sorted(folder.glob(f"ipykernel-{IPYKERNEL_VERSION}-*.whl"))
-    return found[0]
-
-
-def site_packages(prefix: Path) -> Path:
-    return prefix / "lib" / PY / "site-packages"
-
-
-def make_venv(prefix: Path, wheel: Path | None) -> Path:
-    """A real virtualenv; ipykernel installed into its own site-packages when ``wheel``
-    is given (its dependencies come from the outer environment)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(prefix)], check=True)
-    if wheel is not None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                        "--no-index", "--disable-pip-version-check", "--target",
-                        str(site_packages(prefix)), str(wheel)], check=True)
-    return prefix
+    """The wheel of the installed ipykernel version, installed into the test
+    environments for real (``KP_TEST_WHEELS`` may name a folder that has it)."""
+    folder = os.environ.get("KP_TEST_WHEELS")
+    return testing_ipykernel_wheel(Path(folder) if folder else tmp_path_factory.mktemp("wheels"))
 
 
 def make_conda_env(prefix: Path, wheel: Path | None, activate: str = "",

@@ -324,16 +324,10 @@ def _allow(monkeypatch: pytest.MonkeyPatch, table: str) -> None:
 
 def test_nbclient_runs_a_venv_kernel(jupyter_env: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import ipykernel
+    from kernel_providers.testing.environments import ipykernel_wheel, make_venv
 
     venvs = tmp_path / "venvs"
-    prefix = venvs / "bridged"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(prefix)], check=True)
-    site = next(prefix.glob("lib/python*/site-packages"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--disable-pip-version-check", "--target", str(site),
-                    f"ipykernel=={ipykernel.__version__}"], check=True)
+    prefix = make_venv(venvs / "bridged", ipykernel_wheel(tmp_path))
     _allow(monkeypatch, f"[providers.venv]\ndirs = [{json.dumps(str(venvs))}]\n"
                         "include_cwd = false\n[providers.ssh]\nhosts = []\n")
     _, sys_prefix = run_notebook("venv-bridged")
