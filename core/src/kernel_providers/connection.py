@@ -11,14 +11,17 @@ import sys
 import uuid
 from pathlib import Path
 
-from .types import ConnectionInfo
+from .errors import LaunchFailed
+from .types import ConnectionInfo, LaunchOptions
 
 __all__ = [
     "PORT_NAMES",
     "allocate_ports",
+    "dictated_connection",
     "new_connection_info",
     "read_connection_file",
     "remove_connection_file",
+    "remove_ipc_files",
     "runtime_dir",
     "write_connection_file",
 ]
@@ -45,11 +48,11 @@ def runtime_dir() -> Path:
 
 
 def new_connection_info(ports: dict[str, int] | None = None, ip: str = "127.0.0.1",
-                        kernel_name: str = "") -> ConnectionInfo:
+                        kernel_name: str = "", transport: str = "tcp") -> ConnectionInfo:
     """Connection info with a fresh 256-bit key; ports default to 0 (the kernel picks)."""
     ports = ports or {}
     info: ConnectionInfo = {
-        "transport": "tcp",
+        "transport": transport,
         "ip": ip,
         "key": secrets.token_hex(32),
         "signature_scheme": "hmac-sha256",
@@ -103,3 +106,60 @@ def remove_connection_file(path: Path | str | None) -> None:
     if path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def remove_ipc_files(info: ConnectionInfo) -> None:
+    """Remove the socket files of an ipc connection (kernels leave them behind)."""
+    if info.get("transport") != "ipc":
+        return
+    for name in PORT_NAMES:
+        port = info.get(name)
+        if port:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{info.get('ip')}-{port}")
+
+
+_LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def dictated_connection(options: LaunchOptions, kernel_id: str,
+                        remote: bool = False) -> ConnectionInfo | None:
+    """The connection the caller dictates with ``options.connection_file``, checked; ``None``
+    when it dictates none.
+
+    ``remote``: the kernel runs elsewhere and is reached through published ports or
+    forwards, which exist for TCP on a loopback address with every port given. Raises
+    LaunchFailed naming the file and what is wrong.
+    """
+    if not options.connection_file:
+        return None
+    path = options.connection_file
+    where = f"kernel {kernel_id!r}: connection file {path}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise LaunchFailed(f"{where} cannot be read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LaunchFailed(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("key", ""), str):
+        raise LaunchFailed(f"{where} must hold a JSON object with a string 'key'")
+    transport = data.get("transport", "tcp")
+    if transport not in ("tcp", "ipc"):
+        raise LaunchFailed(f"{where}: transport {transport!r} is not 'tcp' or 'ipc'")
+    ports = {name: data.get(name, 0) for name in PORT_NAMES}
+    if not all(isinstance(p, int) and 0 <= p < 65536 for p in ports.values()):
+        raise LaunchFailed(f"{where}: every port ({', '.join(PORT_NAMES)}) must be a number")
+    if remote:
+        if transport != "tcp":
+            raise LaunchFailed(
+                f"{where} asks for transport {transport!r}, which reaches only kernels on"
+                " this machine; use tcp (the default) for this kernel")
+        if data.get("ip", "127.0.0.1") not in _LOOPBACK:
+            raise LaunchFailed(
+                f"{where} asks for ip {data.get('ip')!r}; kernels in containers or on other"
+                " hosts are reachable on this machine's loopback only: use 127.0.0.1")
+        if not all(ports.values()):
+            raise LaunchFailed(f"{where} must give all five ports for this kernel")
+    info = {**data, "transport": transport, "ip": data.get("ip", "127.0.0.1"), **ports}
+    info.setdefault("signature_scheme", "hmac-sha256")
+    return info  # type: ignore[return-value]

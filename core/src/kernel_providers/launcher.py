@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from .connection import remove_connection_file
+from .connection import remove_connection_file, remove_ipc_files
 from .errors import KernelDied, KernelProviderError, ReadyTimeout
 from .protocol import KernelConnection, Message, OutputCallback
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
@@ -274,7 +274,9 @@ class KernelLauncher:
                 await self.free_resources()
             finally:
                 self.close_connection()
-                remove_connection_file(self.connection_file)
+                remove_ipc_files(self.connection_info)
+                if self.connection_file != self.launch_options.connection_file:
+                    remove_connection_file(self.connection_file)  # ours, not the caller's
                 if self.on_stopped is not None:
                     try:
                         self.on_stopped(self, self.poll())

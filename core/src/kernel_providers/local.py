@@ -21,11 +21,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
-from typing import Literal
+from typing import Literal, NoReturn
 
 from .connection import (
     PORT_NAMES,
     allocate_ports,
+    dictated_connection,
     new_connection_info,
     read_connection_file,
     remove_connection_file,
@@ -154,7 +155,8 @@ class LocalLauncher(KernelLauncher):
             try:
                 return await super().wait_ready(timeout)
             except KernelDied as died:
-                if attempt == _BIND_RETRIES or not _BIND_FAILURE.search(died.output):
+                if (attempt == _BIND_RETRIES or not _BIND_FAILURE.search(died.output)
+                        or self.launch_options.connection_file):  # ports the caller chose
                     raise
             finally:
                 watcher.cancel()
@@ -202,23 +204,35 @@ class _Spawner:
         self.resource_dir, self.options, self.strategy = resource_dir, options, strategy
 
     def _connection_info(self, first: bool) -> ConnectionInfo:
-        reuse = self.options.connection_info
+        reuse = self.options.connection_info or {}
+        # ipc names files after the address; tcp kernels always bind loopback.
+        transport = reuse.get("transport", "tcp")
+        ip = reuse.get("ip", "127.0.0.1") if transport == "ipc" else "127.0.0.1"
+        name = self.kernel_type.name
         if first and reuse and all(reuse.get(p) for p in PORT_NAMES):
             info = new_connection_info({p: reuse[p] for p in PORT_NAMES},  # type: ignore[literal-required]
-                                       kernel_name=self.kernel_type.name)
-            info["key"] = reuse.get("key") or info["key"]
-            return info
-        ports = allocate_ports() if self.strategy == "allocate" else None
-        info = new_connection_info(ports, kernel_name=self.kernel_type.name)
-        if reuse and reuse.get("key"):
-            info["key"] = reuse["key"]
+                                       ip, name, transport)
+        elif self.strategy == "allocate":
+            ports = (allocate_ports() if transport == "tcp"
+                     else {p: i for i, p in enumerate(PORT_NAMES, 1)})
+            info = new_connection_info(ports, ip, name, transport)
+        else:
+            info = new_connection_info(None, ip, name, transport)
+        info["key"] = reuse.get("key") or info["key"]
         return info
+
+    def _argv(self, connection_file: str) -> list[str]:
+        return substitute_argv(self.argv, connection_file, self.resource_dir)
 
     async def start(self, first: bool = True
                     ) -> tuple[asyncio.subprocess.Process, OutputBuffer, ConnectionInfo, Path]:
-        info = self._connection_info(first)
-        path = write_connection_file(info)
-        argv = substitute_argv(self.argv, str(path), self.resource_dir)
+        dictated = dictated_connection(self.options, self.kernel_type.id)
+        if dictated is not None:  # the caller's file, read by the kernel as it is
+            info, path = dictated, Path(str(self.options.connection_file))
+        else:
+            info = self._connection_info(first)
+            path = write_connection_file(info)
+        argv = self._argv(str(path))
         output = OutputBuffer()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -227,11 +241,28 @@ class _Spawner:
                 start_new_session=True, preexec_fn=_parent_watch(os.getpid()),
             )
         except OSError as exc:
-            remove_connection_file(path)
+            if dictated is None:
+                remove_connection_file(path)
             raise LaunchFailed(
                 f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {exc.strerror};"
                 " check the kernel's argv (is the program installed?)") from None
         return process, output, info, path
+
+    def replace_process(self) -> NoReturn:
+        """Become the kernel (``exec``), on the caller's connection file."""
+        argv = self._argv(str(self.options.connection_file))
+        for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):  # Python ignores these; a
+            _signal.signal(signum, _signal.SIG_DFL)        # kernel starts with defaults
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            if self.cwd:
+                os.chdir(self.cwd)
+            os.execvpe(argv[0], argv, self.env)
+        except OSError as exc:
+            raise LaunchFailed(
+                f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {exc.strerror};"
+                " check the kernel's argv (is the program installed?)") from None
 
     async def again(self, launcher: LocalLauncher) -> None:
         """Replace ``launcher``'s dead process with a new one on new ports."""
@@ -295,14 +326,22 @@ async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: La
     over this process's environment. The kernel runs in its own session and process
     group and dies with this process (Linux). On return, ``connection_info`` holds the
     kernel's real ports; the kernel may still be starting (``wait_ready`` tells).
-    Nothing is left behind if this raises.
+    Nothing is left behind if this raises. With ``options.connection_file`` the kernel
+    reads the caller's file; with ``options.replace_process`` as well, the kernel
+    replaces this process and this never returns.
     """
     if not argv:
         raise LaunchFailed(f"kernel {kernel_type.id!r} has an empty argv")
     strategy = port_strategy or ("kernel-binds" if binds_own_ports(argv) else "allocate")
-    full_env = build_env(env, options.env, {"JPY_PARENT_PID": str(os.getpid())})
+    replace = options.replace_process and options.connection_file
+    # A replacing kernel keeps the parent its caller gave it (and JPY_PARENT_PID).
+    full_env = build_env(env, options.env,
+                         None if replace else {"JPY_PARENT_PID": str(os.getpid())})
     spawner = _Spawner(kernel_type, [*argv, *options.extra_argv], full_env,
                        options.cwd or cwd, resource_dir, options, strategy)
+    if replace:
+        dictated_connection(options, kernel_type.id)  # fail here, not in the kernel
+        spawner.replace_process()
     process, output, info, path = await spawner.start()
     launcher = LocalLauncher(kernel_type, info, str(path), options, process, output, spawner)
     launcher._reader = _start_reader(process, output)

@@ -85,8 +85,19 @@ class LaunchOptions:
 
     ``env`` is merged over the kernel's own environment; ``extra_argv`` is appended to
     its argv; ``params`` carries provider-specific options (mounts, limits ...).
-    ``connection_info`` reuses a key and ports (a restart keeps clients connected).
-    ``ready_timeout`` left at ``None`` means the configuration's ``ready_timeout``.
+    ``connection_info`` reuses a key and, where the provider can, the ports (a restart
+    keeps clients connected). ``ready_timeout`` left at ``None`` means the
+    configuration's ``ready_timeout``.
+
+    ``connection_file`` is the client-dictated connection: a Jupyter connection file the
+    caller wrote and keeps. The kernel answers on exactly its transport, address, ports
+    and key, reachable from this machine (a local kernel reads the file itself, Docker
+    publishes exactly those ports, SSH forwards from them); a provider that cannot honour
+    it raises :class:`~kernel_providers.LaunchFailed`. The launcher never deletes it.
+
+    ``replace_process``: a kernel that runs on this machine replaces the calling process
+    (``exec``), so nothing stays between a client and its kernel; ``launch`` then never
+    returns for it. Kernels elsewhere ignore it. Used by the Jupyter bridge's shim.
     """
 
     env: dict[str, str] = field(default_factory=dict)
@@ -95,6 +106,8 @@ class LaunchOptions:
     ready_timeout: float | None = None  # None: the config's ready_timeout (60 s)
     params: dict[str, Any] = field(default_factory=dict)
     connection_info: ConnectionInfo | None = None
+    connection_file: str | None = None
+    replace_process: bool = False
 
 
 DEFAULT_READY_TIMEOUT = 60.0

@@ -242,6 +242,74 @@ class ConformanceSuite:
         self.run(scenario)
         assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
 
+    def test_client_dictated_connection(self, finder: KernelFinder, runtime_dir: Path,
+                                        tmp_path: Path) -> None:
+        """The kernel answers on exactly the ports and key of the caller's connection
+        file (as a Jupyter client writes it), and the file is left to its owner."""
+        from ..connection import allocate_ports, new_connection_info, write_connection_file
+        from ..protocol import KernelConnection
+        from ..types import LaunchOptions
+
+        before = self.leftovers(runtime_dir)
+        client_dir = tmp_path / "client"
+        client_dir.mkdir()
+        wanted = new_connection_info(allocate_ports(), kernel_name="dictated")
+        path = write_connection_file(wanted, client_dir)
+
+        async def scenario() -> None:
+            launcher = await finder.launch(self.kernel_id, LaunchOptions(
+                connection_file=str(path), ready_timeout=self.ready_timeout))
+            try:
+                assert launcher.connection_file == str(path)
+                for name in ("shell_port", "iopub_port", "stdin_port", "control_port",
+                             "hb_port", "key", "transport"):
+                    assert launcher.connection_info[name] == wanted[name], name
+                async with KernelConnection(wanted) as client:  # a client of the file only
+                    reply = await client.wait_ready(60, lambda: launcher.poll() is None)
+                    assert reply["content"]["status"] == "ok"
+                    got: list[Message] = []
+                    await client.execute("print('dictated')", got.append, 60)
+                    assert any(m["content"].get("text") == "dictated\n" for m in got)
+            finally:
+                await launcher.shutdown()
+            assert path.exists(), "the caller's connection file was deleted"
+
+        self.run(scenario)
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
+
+    def test_unusable_dictated_connection_fails_cleanly(
+            self, finder: KernelFinder, runtime_dir: Path, tmp_path: Path) -> None:
+        """A connection file the provider cannot honour fails with a message naming the
+        file, or (ipc for a kernel on this machine) works; nothing is left either way."""
+        from ..connection import new_connection_info, write_connection_file
+        from ..types import LaunchOptions
+
+        before = self.leftovers(runtime_dir)
+        bad = tmp_path / "not-json.json"
+        bad.write_text("{not json")
+        ipc = write_connection_file(new_connection_info(
+            ip=str(tmp_path / "kp-ipc"), transport="ipc"), tmp_path)
+
+        async def scenario() -> None:
+            with pytest.raises(LaunchFailed, match="not valid JSON") as caught:
+                await finder.launch(self.kernel_id, LaunchOptions(connection_file=str(bad)))
+            assert str(bad) in str(caught.value)
+            try:
+                launcher = await finder.launch(self.kernel_id, LaunchOptions(
+                    connection_file=str(ipc), ready_timeout=self.ready_timeout))
+            except LaunchFailed as exc:
+                assert "ipc" in str(exc) and str(ipc) in str(exc), str(exc)
+            else:
+                try:
+                    assert launcher.connection_info["transport"] == "ipc"
+                    out, _, _ = await run_code(launcher, "print('over ipc')")
+                    assert out == "over ipc\n"
+                finally:
+                    await launcher.shutdown()
+
+        self.run(scenario)
+        assert self.leftovers(runtime_dir) == before, (self.leftovers(runtime_dir), before)
+
     def test_failed_launch_raises_with_output(self, finder: KernelFinder,
                                               runtime_dir: Path) -> None:
         if self.failing_kernel_id is None:

@@ -25,6 +25,7 @@ from kernel_providers import (
 )
 from kernel_providers.connection import (
     PORT_NAMES,
+    dictated_connection,
     new_connection_info,
     remove_connection_file,
     write_connection_file,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-__all__ = ["CONTAINER_PORTS", "DockerLauncher", "LaunchTarget", "launcher_stamp",
+__all__ = ["CONTAINER_PORTS", "DockerLauncher", "LaunchTarget", "PortsTaken", "launcher_stamp",
            "start_container"]
 
 # Fixed ports inside the container's own network namespace: nothing else binds there.
@@ -63,6 +64,13 @@ class LaunchTarget:
     user: str | None = None
     pull: str = "never"
     pull_timeout: float = 900.0
+
+
+class PortsTaken(LaunchFailed):
+    """A host port the caller dictated is in use (by another container or process)."""
+
+
+_PORT_TAKEN = ("port is already allocated", "address already in use")
 
 
 def launcher_stamp(pid: int | None = None) -> str:
@@ -222,19 +230,28 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     from .images import ensure_image
 
     await ensure_image(client, target.image, target.pull, target.pull_timeout)
+    dictated = dictated_connection(options, kernel_type.id, remote=True)
+    reuse = dictated or options.connection_info or {}
     inner: dict[str, Any] = dict(new_connection_info(CONTAINER_PORTS, ip="0.0.0.0",
                                                      kernel_name=kernel_type.name))
-    reuse = options.connection_info or {}
     if reuse.get("key"):
         inner["key"] = reuse["key"]
+        inner["signature_scheme"] = reuse.get("signature_scheme", "hmac-sha256")
     wanted: dict[str, int | None] = {p: reuse.get(p) for p in PORT_NAMES}  # type: ignore[misc]
     try:
         try:
             container = await asyncio.to_thread(_create_and_start, client, kernel_type,
                                                 target, options, inner, wanted)
         except APIError as exc:
-            if not any(wanted.values()) or "port is already allocated" not in str(exc):
+            if not any(wanted.values()) or not any(t in str(exc) for t in _PORT_TAKEN):
                 raise
+            if dictated is not None:
+                ports = ", ".join(str(wanted[p]) for p in PORT_NAMES)
+                raise PortsTaken(
+                    f"Docker could not publish {kernel_type.id} on the ports the connection"
+                    f" file {options.connection_file} asks for (127.0.0.1: {ports}): one is"
+                    f" in use ({exc.explanation or exc}); start the kernel again (the client"
+                    " picks new ports) or end what holds the port") from None
             # A restart asked for its old host ports and one was taken: take new ones.
             container = await asyncio.to_thread(_create_and_start, client, kernel_type,
                                                 target, options, inner, {})
@@ -249,7 +266,12 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
         info: dict[str, Any] = {**inner, "ip": "127.0.0.1"}
         for name, port in CONTAINER_PORTS.items():
             info[name] = int(published[f"{port}/tcp"][0]["HostPort"])
-        path = write_connection_file(info)  # type: ignore[arg-type]
+        if dictated is not None:  # the caller's file describes exactly this
+            info = {**info, "ip": dictated.get("ip", "127.0.0.1"),
+                    "kernel_name": dictated.get("kernel_name", kernel_type.name)}
+            path = Path(str(options.connection_file))
+        else:
+            path = write_connection_file(info)  # type: ignore[arg-type]
     except Exception as exc:
         logs = ""
         with contextlib.suppress(Exception):
@@ -260,6 +282,7 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     try:
         return DockerLauncher(kernel_type, info, str(path), options, client, container)
     except BaseException:
-        remove_connection_file(path)
+        if dictated is None:
+            remove_connection_file(path)
         await asyncio.to_thread(container.remove, force=True)
         raise

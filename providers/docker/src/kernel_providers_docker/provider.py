@@ -21,7 +21,15 @@ from kernel_providers import (
 
 from .config import IPYKERNEL_ARGV, PULL_POLICIES, DockerConfig, parse_images
 from .images import image_kernel_type, label_spec
-from .launcher import KERNEL_ID, LAUNCHER, MANAGED, LaunchTarget, launcher_stamp, start_container
+from .launcher import (
+    KERNEL_ID,
+    LAUNCHER,
+    MANAGED,
+    LaunchTarget,
+    PortsTaken,
+    launcher_stamp,
+    start_container,
+)
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -131,7 +139,14 @@ class DockerProvider(KernelProvider):
             raise LaunchFailed(f"{kernel_type.id} is not a known Docker kernel; run"
                                " `kernel-providers list --refresh`")
         client = await asyncio.to_thread(self.client)
-        return await start_container(client, kernel_type, kernel.target, options)
+        try:
+            return await start_container(client, kernel_type, kernel.target, options)
+        except PortsTaken:
+            # A container of a launcher that died (a SIGKILLed shim the client restarts
+            # on the same ports) may hold them: remove orphans, then try once more.
+            if not await self.cleanup_orphans():
+                raise
+            return await start_container(client, kernel_type, kernel.target, options)
 
     async def attach(self, kernel_type: KernelType, state: dict[str, Any],
                      connection_info: ConnectionInfo) -> KernelLauncher:

@@ -23,6 +23,7 @@ from kernel_providers import (
 )
 from kernel_providers.connection import (
     PORT_NAMES,
+    dictated_connection,
     new_connection_info,
     remove_connection_file,
     write_connection_file,
@@ -135,6 +136,7 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
     """Start a kernel on ``host`` and forward its ports; nothing is left behind if this
     raises (the supervisor ends the kernel when its channel closes)."""
     config = pool.config
+    dictated = dictated_connection(options, kernel_type.id, remote=True)
     conn = await pool.acquire(host)
     process = None
     stderr_reader: asyncio.Future[None] | None = None
@@ -144,8 +146,10 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
     output = OutputBuffer()
     try:
         info: Any = dict(new_connection_info(kernel_name=kernel_type.name))
-        if options.connection_info and options.connection_info.get("key"):
-            info["key"] = options.connection_info["key"]
+        reuse = dictated or options.connection_info or {}
+        if reuse.get("key"):
+            info["key"] = reuse["key"]
+            info["signature_scheme"] = reuse.get("signature_scheme", "hmac-sha256")
         import asyncssh
 
         sftp = await pool.sftp(conn)
@@ -174,11 +178,25 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         local: Any = dict(remote)
         local["ip"] = "127.0.0.1"
         for name in PORT_NAMES:
-            listener = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote[name])
+            wanted = dictated[name] if dictated else 0  # type: ignore[literal-required]
+            try:
+                listener = await conn.forward_local_port("127.0.0.1", wanted, "127.0.0.1",
+                                                         remote[name])
+            except OSError as exc:
+                raise LaunchFailed(
+                    f"cannot forward 127.0.0.1:{wanted} to {kernel_type.id} on {host}"
+                    f" ({exc.strerror or exc}); the connection file"
+                    f" {options.connection_file} asks for it: start the kernel again (the"
+                    " client picks new ports) or end what holds the port") from None
             forwards.append(listener)
             local[name] = listener.get_port()
-        local_file = write_connection_file(local)
-        launcher = SSHLauncher(kernel_type, local, str(local_file), options, host, pool,
+        if dictated is not None:  # the caller's file describes exactly this
+            local = {**local, "kernel_name": dictated.get("kernel_name", kernel_type.name)}
+            path = str(options.connection_file)
+        else:
+            local_file = write_connection_file(local)
+            path = str(local_file)
+        launcher = SSHLauncher(kernel_type, local, path, options, host, pool,
                                conn, process, output, int(started["pid"]), remote_file, forwards)
         launcher._stderr_reader = stderr_reader
         return launcher
