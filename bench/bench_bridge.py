@@ -42,8 +42,9 @@ def main() -> int:
 
         from kernel_providers_jupyter import KernelProvidersKernelSpecManager
     except ImportError as exc:
-        print(f"skipped: {exc} (pip install ./providers/jupyter jupyter_server)")
-        return 0
+        from _skip import skipped
+
+        return skipped(f"{exc} (pip install ./providers/jupyter jupyter_server)")
     reps = 3 if args.quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -73,9 +73,10 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("docker") is None or subprocess.run(
             ["docker", "image", "inspect", args.image], capture_output=True).returncode:
-        print(f"skipped: no Docker engine or no image {args.image}"
-              " (scripts/build-test-image builds it)")
-        return 0
+        from _skip import skipped
+
+        return skipped(f"no Docker engine or no image {args.image}"
+                       " (scripts/build-test-image builds it)")
     reps = 3 if args.quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

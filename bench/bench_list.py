@@ -36,6 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     reps = 3 if args.quick else 11
     figures: dict[str, float] = {}
+    status = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         kernels = root / "jupyter" / "kernels"
@@ -71,8 +72,10 @@ def main() -> int:
             print(f"RATIO list_cli ours/jupyter = "
                   f"{figures['cli_ours_ms'] / figures['cli_jupyter_ms']:.2f} (target <= 1.2)")
         else:
-            print("whole-process comparison skipped: `kernel-providers` or `jupyter` not on"
-                  " PATH")
+            from _skip import skipped
+
+            status = skipped("whole-process comparison: `kernel-providers` or `jupyter`"
+                             " not on PATH")
 
         from jupyter_client.kernelspec import KernelSpecManager
 
@@ -107,7 +110,7 @@ def main() -> int:
     if found != N_SPECS:
         print(f"ERROR: found {found} of {N_SPECS} kernelspecs", file=sys.stderr)
         return 1
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -89,11 +89,14 @@ def main() -> int:
         client = docker.from_env()
         client.images.get(args.image)
     except Exception as exc:
-        print(f"skipped: no Docker engine or no image {args.image} ({exc})")
-        return 0
+        from _skip import skipped
+
+        return skipped(f"no Docker engine or no image {args.image} ({exc};"
+                       " scripts/build-test-image builds it)")
     if shutil.which("ssh") is None:
-        print("skipped: no OpenSSH client (ssh) for the reference")
-        return 0
+        from _skip import skipped
+
+        return skipped("no OpenSSH client (ssh) for the reference")
     from kernel_providers_ssh.testing import start_sshd
 
     reps = 3 if args.quick else 10

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 from .finder import KernelFinder, ProviderReport
@@ -18,7 +19,7 @@ from .launcher import KernelLauncher
 from .protocol import Message, OutputCallback
 from .types import ConnectionInfo, KernelType, LaunchOptions
 
-__all__ = ["BlockingKernel", "BlockingKernelFinder", "run_sync"]
+__all__ = ["BlockingKernel", "BlockingKernelFinder", "run_in_background", "run_sync"]
 
 T = TypeVar("T")
 
@@ -37,9 +38,31 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def _forget_after_fork() -> None:
+    # A forked child has no copy of the loop's thread (only the calling thread survives
+    # fork), and the lock may have been held by it: start afresh on first use, as a
+    # process that never used the facade would (nbclient's parallel runs fork).
+    global _loop, _lock
+    _loop, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run ``coro`` on the shared background loop and return its result."""
     return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result(timeout)
+
+
+def run_in_background(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+    """Run ``coro`` on the shared background loop; await the result from any event loop.
+
+    For code whose event loops come and go (jupyter_client's blocking managers run
+    each call on a loop of their own): launchers started this way all live on the one
+    background loop, whichever loop asks.
+    """
+    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _background_loop()))
 
 
 class BlockingKernel:

@@ -132,6 +132,11 @@ def dictated_connection(options: LaunchOptions, kernel_id: str,
     LaunchFailed naming the file and what is wrong.
     """
     if not options.connection_file:
+        requested = (options.connection_info or {}).get("transport", "tcp")
+        if remote and requested != "tcp":  # never silently another transport
+            raise LaunchFailed(
+                f"kernel {kernel_id!r} cannot use transport {requested!r}: it reaches only"
+                " kernels on this machine; use tcp (the default) for this kernel")
         return None
     path = options.connection_file
     where = f"kernel {kernel_id!r}: connection file {path}"

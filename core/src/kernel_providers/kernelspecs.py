@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KernelSpec", "parse_kernel_spec", "read_kernel_spec", "scan_kernel_dirs"]
+__all__ = ["KernelSpec", "alias_of", "kernel_dirs_stamp", "parse_kernel_spec", "read_kernel_spec",
+           "scan_kernel_dirs"]
 
 _VALID_NAME = re.compile(r"^[a-z0-9._-]+$")
 _RESOURCE_FILES = ("kernel.js", "kernel.css")
@@ -126,3 +128,35 @@ def scan_kernel_dirs(directories: Iterable[Path], exclude: Iterable[str] = ()
                 problems.append(f"{exc}; kernel skipped")
                 specs[name] = None
     return {k: v for k, v in specs.items() if v is not None}, problems
+
+
+def alias_of(spec: KernelSpec) -> str | None:
+    """The kernel id a kernelspec stands for when kernel-providers wrote it for another
+    provider's kernel (``kernel-providers jupyter sync`` marks its folders so); such a
+    folder is not a kernel of its own."""
+    mark = spec.metadata.get("kernel_providers")
+    if isinstance(mark, dict) and mark.get("synced") is True and isinstance(mark.get("id"), str):
+        return str(mark["id"])
+    return None
+
+
+def kernel_dirs_stamp(directories: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a kernelspec is added, removed or edited in ``directories``:
+    each folder's mtime and each kernel.json's mtime and size. Much cheaper than reading
+    every kernel.json, so a cache can be checked on every listing (as stock Jupyter,
+    which rereads the folders each time, sees changes at once)."""
+    stamp: list[tuple[str, int, int]] = []
+    for directory in directories:
+        try:
+            with os.scandir(directory) as entries:
+                folders = sorted(e.path for e in entries if e.is_dir())
+            stamp.append((str(directory), os.stat(directory).st_mtime_ns, 0))
+        except OSError:
+            continue
+        for folder in folders:
+            try:
+                info = os.stat(os.path.join(folder, "kernel.json"))
+            except OSError:
+                continue
+            stamp.append((folder, info.st_mtime_ns, info.st_size))
+    return tuple(stamp)

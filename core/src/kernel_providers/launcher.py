@@ -78,11 +78,11 @@ class KernelLauncher:
         self.kernel_info: dict[str, Any] | None = None
         self._cleaned = False
         self._cleanup_lock = asyncio.Lock()
-        # One lasting connection whose iopub subscription the ready check proved: a
-        # new SUB socket per request would miss what the kernel publishes before it
-        # joins (the slow-subscriber problem).
+        # The connection ``execute`` uses, opened on its first call and proven by the
+        # ready handshake (a new SUB socket misses what the kernel publishes before it
+        # joins: the slow-subscriber problem). While open, it reads iopub continuously
+        # and drops what other clients cause (issue 18).
         self._connection: KernelConnection | None = None
-        self._proven = False
         self._execute_lock = asyncio.Lock()
         # Set by KernelFinder.launch: how to start the same kernel again, and who hears
         # about its end (the kernel_stopped hook).
@@ -144,28 +144,33 @@ class KernelLauncher:
         """A new protocol connection to this kernel (close it, or use ``async with``)."""
         return KernelConnection(self.connection_info)
 
-    def _lasting_connection(self) -> KernelConnection:
-        if self._connection is None or self._connection.info is not self.connection_info:
-            self.close_connection()
-            self._connection = KernelConnection(self.connection_info)
-        return self._connection
-
     def close_connection(self) -> None:
-        """Close the connection the launcher keeps for ``execute`` (reopened on demand)."""
+        """Close the connection ``execute`` keeps (its next call opens a new one).
+
+        While open, that connection reads the kernel's iopub continuously, dropping what
+        other clients cause; ``shutdown`` and ``cleanup`` close it.
+        """
         if self._connection is not None:
             self._connection.close()
-        self._connection, self._proven = None, False
+        self._connection = None
 
     async def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
         """Return once the kernel answers ``kernel_info_request`` and iopub delivers.
 
         Returns the kernel_info reply content. Raises :class:`KernelDied` (with the
         kernel's output) if it ends first, :class:`ReadyTimeout` after ``timeout``
-        seconds (default: the launch options' ``ready_timeout``).
+        seconds (default: the launch options' ``ready_timeout``). The check's connection
+        is closed once the kernel is ready: a subscription kept open would make ZeroMQ
+        queue everything other clients cause, here and in the kernel.
         """
+        async with self.connect() as conn:
+            content = await self._ready_check(conn, timeout)
+        self.kernel_info = content
+        return content
+
+    async def _ready_check(self, conn: KernelConnection, timeout: float | None) -> dict[str, Any]:
         timeout = ready_seconds(self.launch_options) if timeout is None else timeout
         where = f"kernel {self.kernel_type.id!r}"
-        conn = self._lasting_connection()
         try:
             reply = await conn.wait_ready(timeout, lambda: self.poll() is None)
         except ConnectionAbortedError:
@@ -180,22 +185,40 @@ class KernelLauncher:
                 " raise ready_timeout in the config (or LaunchOptions.ready_timeout),"
                 " else its output below says what it is doing", self.output) from None
         content: dict[str, Any] = reply["content"]
-        self.kernel_info = content
-        self._proven = True
         return content
+
+    async def _execute_connection(self) -> KernelConnection:
+        conn = self._connection
+        if conn is not None and conn.info is self.connection_info and conn.listening:
+            return conn
+        self.close_connection()
+        if self.kernel_info is None:
+            await self.wait_ready()  # never checked: the provider's own check (retries)
+        conn = self.connect()
+        try:
+            # The handshake proves this connection's iopub subscription; from then on
+            # its reader consumes iopub until close_connection.
+            self.kernel_info = await self._ready_check(conn, None)
+        except BaseException:
+            conn.close()
+            raise
+        self._connection = conn
+        return conn
 
     async def execute(self, code: str, on_output: OutputCallback | None = None,
                       timeout: float | None = None) -> Message:
         """Run ``code`` and return the execute_reply; iopub messages go to ``on_output``.
 
         Executions are serialised (as the kernel serialises them anyway). The kernel
-        must belong to the running event loop (the one that launched it).
+        must belong to the running event loop (the one that launched it). The first
+        call opens a connection that stays open (reading iopub in the background,
+        dropping other clients' output) until ``close_connection``, ``shutdown`` or
+        ``cleanup``.
         """
         async with self._execute_lock:
-            if not self._proven:
-                await self.wait_ready()
+            conn = await self._execute_connection()
             try:
-                return await self._lasting_connection().execute(
+                return await conn.execute(
                     code, on_output, timeout, is_alive=lambda: self.poll() is None)
             except ConnectionAbortedError:
                 raise KernelDied(f"kernel {self.kernel_type.id!r} ended while running code",

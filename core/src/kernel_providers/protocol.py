@@ -3,14 +3,21 @@
 Signed messages (HMAC-SHA256), the ready check, ``execute_request`` with output
 streaming, ``interrupt_request`` and ``shutdown_request``. Full clients (jupyter_client,
 nbclient) remain the tools for everything else.
+
+A connection's iopub subscription receives what *every* client of the kernel causes; a
+subscription nobody reads makes ZeroMQ queue all of it, here and in the kernel (issue
+18). So once subscribed, a connection reads iopub continuously in a background task,
+hands each message to the request it answers and drops the rest unread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
 import uuid
@@ -32,14 +39,22 @@ PROTOCOL_VERSION = "5.3"
 Message = dict[str, Any]
 OutputCallback = Callable[[Message], None]
 
+# A backstop only (the reader keeps the queue empty): what ZeroMQ may queue on our side
+# while the event loop does not run. Counted in messages, whatever their size.
+IOPUB_RCVHWM = 32
+
+log = logging.getLogger(__name__)
+
 _context: zmq.asyncio.Context | None = None
+_context_pid = 0
 
 
 def _zmq_context() -> zmq.asyncio.Context:
-    # One context per process: creating one starts I/O threads, which costs a launch time.
-    global _context
-    if _context is None or _context.closed:
-        _context = zmq.asyncio.Context()
+    # One context per process: creating one starts I/O threads, which costs a launch
+    # time. A forked child gets a new one: the parent's I/O threads are not in it.
+    global _context, _context_pid
+    if _context is None or _context.closed or _context_pid != os.getpid():
+        _context, _context_pid = zmq.asyncio.Context(), os.getpid()
     return _context
 
 
@@ -123,6 +138,9 @@ class KernelConnection:
     """Shell, iopub and control sockets to one kernel, opened on demand.
 
     Use as ``async with KernelConnection(info) as conn:``; every socket closes on exit.
+    From the first ``wait_ready`` or ``execute`` on, a background task reads iopub until
+    ``close``: messages answering a request of this connection go to that request, the
+    rest (other clients' output) are dropped unread, so nothing piles up.
     """
 
     def __init__(self, connection_info: ConnectionInfo) -> None:
@@ -130,6 +148,11 @@ class KernelConnection:
         self.session = Session(connection_info.get("key", ""),
                                connection_info.get("signature_scheme", "hmac-sha256"))
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._reader: asyncio.Task[None] | None = None
+        # parent msg_id -> who wants the iopub messages that request causes
+        self._iopub_handlers: dict[str, Callable[[Message], None]] = {}
+        # Set by the first iopub message read: the subscription is in place.
+        self._iopub_live = asyncio.Event()
 
     async def __aenter__(self) -> KernelConnection:
         return self
@@ -138,7 +161,11 @@ class KernelConnection:
         self.close()
 
     def close(self) -> None:
-        """Close every socket this connection opened."""
+        """Stop reading iopub and close every socket this connection opened."""
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self._iopub_live = asyncio.Event()  # a reopened socket must be proven again
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
@@ -158,6 +185,7 @@ class KernelConnection:
             sock = _zmq_context().socket(kind)
             sock.linger = 0
             if kind == zmq.SUB:
+                sock.rcvhwm = IOPUB_RCVHWM
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             else:
                 sock.identity = uuid.uuid4().hex.encode()
@@ -169,11 +197,20 @@ class KernelConnection:
                    content: dict[str, Any] | None = None) -> Message:
         """Send a request on ``channel``; returns the message sent (for its msg_id)."""
         msg = self.session.message(msg_type, content)
-        await self.socket(channel).send_multipart(self.session.serialize(msg))
+        await self._send(channel, msg)
         return msg
 
+    async def _send(self, channel: str, msg: Message) -> None:
+        await self.socket(channel).send_multipart(self.session.serialize(msg))
+
     async def receive(self, channel: str, timeout: float | None) -> Message | None:
-        """The next message on ``channel``, or ``None`` after ``timeout`` seconds."""
+        """The next message on ``channel``, or ``None`` after ``timeout`` seconds.
+
+        Not for iopub once the background reader runs (``wait_ready`` and ``execute``
+        start it): it owns that socket.
+        """
+        if channel == "iopub" and self.listening:
+            raise RuntimeError("iopub is read by this connection's background reader")
         sock = self.socket(channel)
         if timeout is not None and timeout != float("inf") and not await sock.poll(
             int(timeout * 1000)
@@ -198,6 +235,45 @@ class KernelConnection:
                 return reply
         return None
 
+    @property
+    def listening(self) -> bool:
+        """Whether the background iopub reader runs (it ends with ``close`` or with
+        the event loop it was started on)."""
+        return self._reader is not None and not self._reader.done()
+
+    def _read_iopub(self) -> asyncio.Task[None]:
+        """The background iopub reader, started on first use (on the running loop)."""
+        if self._reader is None:
+            self.socket("iopub")
+            self._reader = asyncio.ensure_future(self._iopub_loop())
+        return self._reader
+
+    async def _iopub_loop(self) -> None:
+        sock = self.socket("iopub")
+        count = 0
+        while True:
+            try:
+                # copy=False: the frames of a message we drop are never copied.
+                frames = await sock.recv_multipart(copy=False)
+            except zmq.ZMQError:  # the socket was closed under us
+                return
+            self._iopub_live.set()
+            count += 1
+            if count % 64 == 0:
+                # A ready message is returned without yielding: let the loop breathe
+                # while another client floods iopub.
+                await asyncio.sleep(0)
+            msg_id = _parent_msg_id(frames)
+            handler = self._iopub_handlers.get(msg_id) if msg_id else None
+            if handler is None:
+                continue  # another client's traffic (or a late one of ours): dropped
+            try:
+                handler(self.session.deserialize([f.bytes for f in frames]))
+            except ProtocolError as exc:
+                log.warning("dropped an iopub message: %s", exc)
+            except Exception:  # the reader must outlive any one odd message
+                log.exception("dropped an iopub message")
+
     async def wait_ready(self, timeout: float, is_alive: Callable[[], bool]) -> Message:
         """Return the ``kernel_info_reply`` once shell answers **and** iopub delivers.
 
@@ -207,7 +283,7 @@ class KernelConnection:
         as ``is_alive()`` turns false.
         """
         deadline = time.monotonic() + timeout
-        self.socket("iopub")
+        self._read_iopub()
         info: Message | None = None
         attempt_timeout = 0.25
         while True:
@@ -220,14 +296,17 @@ class KernelConnection:
             reply = await self.reply_to("shell", sent, min(attempt_timeout, left))
             if reply is not None:
                 info = reply
-                if await self.receive("iopub", min(0.2, max(left, 0))) is not None:
-                    await self._drain("iopub")
+                if await self._iopub_delivered(min(0.2, max(left, 0))):
                     return info
             attempt_timeout = min(attempt_timeout * 2, 1.0)
 
-    async def _drain(self, channel: str) -> None:
-        while await self.receive(channel, 0) is not None:
-            pass
+    async def _iopub_delivered(self, timeout: float) -> bool:
+        # Any message read proves the subscription (the kernel publishes its busy/idle
+        # status around each kernel_info request).
+        if not self._iopub_live.is_set():
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(self._iopub_live.wait(), timeout)
+        return self._iopub_live.is_set()
 
     async def execute(self, code: str, on_output: OutputCallback | None = None,
                       timeout: float | None = None,
@@ -236,42 +315,63 @@ class KernelConnection:
 
         Returns the ``execute_reply`` once the kernel is idle again. Raises
         ``TimeoutError`` after ``timeout`` and ``ConnectionAbortedError`` if the kernel
-        ends meanwhile (checked through ``is_alive``).
+        ends meanwhile (checked through ``is_alive``). If ``on_output`` raises, the
+        execution's later output is dropped, and the execution still waited for. Prove
+        the iopub subscription first (``wait_ready`` on this connection), or the first
+        outputs may be missed.
         """
-        self.socket("iopub")
-        await self._drain("iopub")
-        sent = await self.send("shell", "execute_request", {
+        reader = self._read_iopub()
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        deliver = on_output
+
+        def handle(msg: Message) -> None:
+            nonlocal deliver
+            if idle.done():
+                return
+            if msg["msg_type"] == "status":
+                if msg["content"].get("execution_state") == "idle":
+                    idle.set_result(None)
+            elif deliver is not None:
+                try:
+                    deliver(msg)
+                except Exception as exc:
+                    # Not fatal to the execution: its caller must still learn how it
+                    # ended (the CLI writing into a closed pipe shuts the kernel down).
+                    log.debug("on_output raised %r; later output dropped", exc)
+                    deliver = None
+
+        sent = self.session.message("execute_request", {
             "code": code, "silent": False, "store_history": True,
             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
         })
         msg_id = sent["header"]["msg_id"]
-
-        async def outputs_until_idle() -> None:
-            while True:
-                msg = await self.receive("iopub", None)
-                if msg is None or msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                if msg["msg_type"] == "status":
-                    if msg["content"].get("execution_state") == "idle":
-                        return
-                elif on_output is not None:
-                    on_output(msg)
-
-        idle_task = asyncio.ensure_future(outputs_until_idle())
-        reply_task = asyncio.ensure_future(self.reply_to("shell", sent, float("inf")))
-        tasks = {idle_task, reply_task}
+        # Registered before sending: the reader may see the first output at once.
+        self._iopub_handlers[msg_id] = handle
+        reply_task: asyncio.Future[Message | None] | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            pending = set(tasks)
+            await self._send("shell", sent)
+            reply_task = asyncio.ensure_future(self.reply_to("shell", sent, float("inf")))
+            pending: set[asyncio.Future[Any]] = {idle, reply_task}
             while pending:
-                _, pending = await asyncio.wait(pending, timeout=0.2)
+                done, pending = await asyncio.wait(pending, timeout=0.2)
+                if (pending and reader.done()) or any(f.cancelled() for f in done):
+                    # close() ended the reader and cancelled what the sockets awaited
+                    raise ProtocolError("the connection was closed while code was running")
+                for future in done:
+                    future.result()  # a broken shell socket raises here
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"code still running after {timeout} s")
                 if pending and is_alive is not None and not is_alive():
                     raise ConnectionAbortedError("the kernel ended while running code")
         finally:
-            for task in tasks:
-                task.cancel()
+            self._iopub_handlers.pop(msg_id, None)
+            if reply_task is not None:
+                if reply_task.done() and not reply_task.cancelled():
+                    reply_task.exception()  # retrieved: no "never retrieved" log
+                reply_task.cancel()
+            if not idle.done():
+                idle.cancel()
         reply = reply_task.result()
         assert reply is not None  # reply_to without a deadline only returns a reply
         return reply
@@ -283,3 +383,17 @@ class KernelConnection:
     async def shutdown(self, restart: bool = False, timeout: float = 5.0) -> Message | None:
         """Send ``shutdown_request`` on control; the reply, or ``None`` if none came."""
         return await self.request("control", "shutdown_request", {"restart": restart}, timeout)
+
+
+def _parent_msg_id(frames: list[zmq.Frame]) -> str | None:
+    """The parent msg_id of a raw iopub message, reading only its small frames."""
+    start = next((i for i, frame in enumerate(frames)
+                  if len(frame) == len(DELIMITER) and frame.bytes == DELIMITER), None)
+    if start is None or len(frames) < start + 6:
+        return None
+    try:
+        parent = json.loads(frames[start + 3].bytes)
+    except ValueError:
+        return None
+    msg_id = parent.get("msg_id") if isinstance(parent, dict) else None
+    return msg_id if isinstance(msg_id, str) else None

@@ -44,11 +44,16 @@ def test_names_are_valid_stable_and_reversible(jupyter_env: Path) -> None:
     assert odd.startswith("docker-my.registry-img-1.2-") and odd == jupyter_name(
         "docker/my.registry/img:1.2")
     specs = KernelProvidersKernelSpecManager().get_all_specs()
-    bridged = specs["kp-bridge"]
-    assert bridged["spec"]["display_name"] == "KP Bridge"
-    assert bridged["spec"]["metadata"]["kernel_providers"]["id"] == "spec/kp-bridge"
+    stock = specs["kp-bridge"]  # on Jupyter's path: exactly as stock jupyter_client has it
+    assert stock["spec"]["display_name"] == "KP Bridge"
+    assert stock["spec"]["argv"][1:3] == ["-m", "ipykernel_launcher"]
+    assert "kernel_provisioner" not in stock["spec"]["metadata"]
+    bridged = specs["kp-bridge-only"]  # only kernel-providers sees it
+    assert bridged["spec"]["metadata"]["kernel_providers"]["id"] == "spec/kp-bridge-only"
     assert bridged["spec"]["metadata"]["kernel_provisioner"]["provisioner_name"] == \
         "kernel-providers-provisioner"
+    assert bridged["spec"]["argv"][1:4] == ["-m", "kernel_providers_jupyter.shim",
+                                            "spec/kp-bridge-only"]
     for name in specs:
         assert all((c.isalnum() and c.islower()) or c.isdigit() or c in "._-" for c in name)
 

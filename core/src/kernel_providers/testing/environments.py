@@ -19,13 +19,13 @@ def site_packages(prefix: Path) -> Path:
 def ipykernel_wheel(folder: Path) -> Path:
     """The wheel of the installed ipykernel version in ``folder`` (downloaded from the
     package index, or pip's cache, when it is not there yet)."""
-    import ipykernel
+    from importlib.metadata import version
 
-    pattern = f"ipykernel-{ipykernel.__version__}-*.whl"
+    pattern = f"ipykernel-{version('ipykernel')}-*.whl"
     found = sorted(folder.glob(pattern))
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--disable-pip-version-check", f"ipykernel=={ipykernel.__version__}",
+                        "--disable-pip-version-check", f"ipykernel=={version('ipykernel')}",
                         "-d", str(folder)], check=True)
         found = sorted(folder.glob(pattern))
     return found[0]

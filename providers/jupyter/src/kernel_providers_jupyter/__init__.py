@@ -11,14 +11,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .kernelspecs import KernelProvidersKernelSpecManager, jupyter_name
+    from .kernelspec_files import jupyter_name
+    from .kernelspecs import KernelProvidersKernelSpecManager
     from .manager import KernelProvidersKernelManager
     from .provisioner import KernelProvidersProvisioner
 
 __all__ = ["KernelProvidersKernelManager", "KernelProvidersKernelSpecManager",
            "KernelProvidersProvisioner", "jupyter_name"]
 
-_HOMES = {"KernelProvidersKernelSpecManager": "kernelspecs", "jupyter_name": "kernelspecs",
+_HOMES = {"KernelProvidersKernelSpecManager": "kernelspecs", "jupyter_name": "kernelspec_files",
           "KernelProvidersKernelManager": "manager",
           "KernelProvidersProvisioner": "provisioner"}
 

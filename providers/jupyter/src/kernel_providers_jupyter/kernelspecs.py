@@ -1,10 +1,16 @@
-"""Every provider's kernels as Jupyter kernelspecs."""
+"""Every provider's kernels as Jupyter kernelspecs, on top of stock behaviour.
+
+The KernelSpecManager is jupyter_client's own for everything stock jupyter_client finds
+in its ``kernel_dirs`` (those kernelspecs keep their argv and their own provisioner);
+it adds the kernels only kernel-providers knows (environments, containers, remote hosts,
+kernelspecs in ``[providers.spec] extra_dirs``), each served from a kernelspec folder of
+its own that holds real copies of its logos, and started through our provisioner.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,82 +19,123 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from kernel_providers import KernelType
 
+from .kernelspec_files import (
+    PROVISIONER,
+    jupyter_name,
+    kernelspec_dict,
+    synced_id,
+    write_kernelspec,
+)
 from .shared import shared_finder
 
 __all__ = ["PROVISIONER", "KernelProvidersKernelSpecManager", "jupyter_name"]
 
-PROVISIONER = "kernel-providers-provisioner"
-_INVALID = re.compile(r"[^a-z0-9._-]+")
+
+def _folders_root() -> Path:
+    """Where the bridge keeps the kernelspec folders of provider kernels (per user)."""
+    return Path(jupyter_runtime_dir()) / "kernel-providers-kernelspecs"
 
 
-def jupyter_name(kernel_id: str) -> str:
-    """A Jupyter kernel name for a kernel id: ``spec/<name>`` keeps ``<name>`` (notebooks
-    keep their kernel); others become ``<provider>-<name>`` in Jupyter's alphabet, with
-    a short hash of the id when characters had to be replaced (so it stays unique). The
-    same id gives the same name on every machine."""
-    provider, _, name = kernel_id.partition("/")
-    if provider == "spec":
-        return name
-    plain = f"{provider}-{name}".lower()
-    cleaned = _INVALID.sub("-", plain).strip("-")
-    if cleaned == plain.replace("/", "-"):
-        return cleaned
-    return f"{cleaned}-{hashlib.sha256(kernel_id.encode()).hexdigest()[:6]}"
+def _installed_by_a_package(folder: str) -> str | None:
+    """The distribution whose files include ``folder``'s kernel.json, if any."""
+    import importlib.metadata
 
-
-def _resource_dir(name: str, kernel: KernelType) -> str:
-    # Jupyter serves logos from a kernelspec's folder: a kernelspec's own, else a folder
-    # of links to the kernel's local resource files.
-    own = kernel.metadata.get("resource_dir")
-    if isinstance(own, str) and own and Path(own).is_dir():
-        return own
-    folder = Path(jupyter_runtime_dir()) / "kernel-providers-resources" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, path in kernel.resources.items():
-        source = Path(path)
-        if source.is_file():
-            target = folder / (f"{key}{source.suffix}" if key.startswith("logo") else key)
-            if not target.exists():
-                os.symlink(source, target)
-    return str(folder)
+    target = os.path.realpath(os.path.join(folder, "kernel.json"))
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            if str(file).endswith("kernel.json") and \
+                    os.path.realpath(str(dist.locate_file(file))) == target:
+                return str(dist.metadata["Name"])
+    return None
 
 
 class KernelProvidersKernelSpecManager(KernelSpecManager):
-    """Lists the kernels of every installed provider as kernelspecs that start through
-    the ``kernel-providers-provisioner``. Switch it on with
-    ``kernel-providers jupyter enable``."""
+    """jupyter_client's KernelSpecManager plus the kernels of every installed provider.
 
-    def _bridged(self) -> dict[str, tuple[KernelType, KernelSpec]]:
-        bridged: dict[str, tuple[KernelType, KernelSpec]] = {}
+    Kernelspecs in ``kernel_dirs`` behave exactly as stock (configuration, subclass
+    overrides, their own provisioner, install and remove); the others are started by
+    the ``kernel-providers-provisioner``. Switch it on with
+    ``kernel-providers jupyter enable``.
+    """
+
+    def _stock(self) -> dict[str, str]:
+        # Folders `kernel-providers jupyter sync` wrote stand for a provider kernel: the
+        # live kernel type replaces them (their copy may be stale).
+        return {name: folder for name, folder in super().find_kernel_specs().items()
+                if synced_id(Path(folder)) is None}
+
+    def _bridged(self, stock: dict[str, str]) -> dict[str, KernelSpec]:
+        """The provider kernels stock jupyter_client does not see, by Jupyter name."""
+        bridged: dict[str, KernelSpec] = {}
+        root = _folders_root()
         for kernel in shared_finder().find_kernels():
             name = jupyter_name(kernel.id)
-            if name in bridged:
+            if name in stock or name in bridged:
                 continue
-            metadata: dict[str, Any] = {
-                **kernel.metadata,
-                "kernel_providers": {"id": kernel.id, "provider": kernel.provider},
-                "kernel_provisioner": {"provisioner_name": PROVISIONER,
-                                       "config": {"kernel_providers_id": kernel.id}},
-            }
-            spec = KernelSpec(resource_dir=_resource_dir(name, kernel), argv=[],
-                              display_name=kernel.display_name, language=kernel.language,
-                              interrupt_mode=kernel.interrupt_mode, metadata=metadata, env={})
-            bridged[name] = (kernel, spec)
-        allowed = self.allowed_kernelspecs
-        return {n: v for n, v in bridged.items() if not allowed or n in allowed}
+            if self.allowed_kernelspecs and name not in self.allowed_kernelspecs:
+                continue
+            bridged[name] = self._materialize(root / name, kernel)
+        return bridged
+
+    def _materialize(self, folder: Path, kernel: KernelType) -> KernelSpec:
+        write_kernelspec(folder, kernel)
+        return self.kernel_spec_class(resource_dir=str(folder), **kernelspec_dict(kernel))
 
     def find_kernel_specs(self) -> dict[str, str]:
-        """Kernel names and their resource folders."""
-        return {name: spec.resource_dir for name, (_, spec) in self._bridged().items()}
+        """Kernel names and their folders: stock ones, then every provider's."""
+        stock = self._stock()
+        found = dict(stock)
+        for name, spec in self._bridged(stock).items():
+            found[name] = spec.resource_dir
+        return found
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        """The kernelspec of one bridged kernel."""
-        found = self._bridged().get(kernel_name.lower())
-        if found is None:
-            raise NoSuchKernel(kernel_name)
-        return found[1]
+        """A stock kernelspec as stock jupyter_client reads it, else a provider kernel's."""
+        name = kernel_name.lower()
+        folder = self._find_spec_directory(name)
+        if folder is not None and synced_id(Path(folder)) is None:
+            return super().get_kernel_spec(kernel_name)
+        bridged = self._bridged(self._stock()).get(name)
+        if bridged is not None:
+            return bridged
+        if folder is not None:  # a synced folder whose kernel is gone: as stock would
+            return super().get_kernel_spec(kernel_name)
+        raise NoSuchKernel(kernel_name)
 
-    def get_all_specs(self) -> dict[str, dict[str, Any]]:
-        """Every bridged kernelspec, as ``jupyter kernelspec list --json`` shows them."""
-        return {name: {"resource_dir": spec.resource_dir, "spec": spec.to_dict()}
-                for name, (_, spec) in self._bridged().items()}
+    def get_all_specs(self) -> dict[str, Any]:
+        """Every kernelspec, as ``jupyter kernelspec list --json`` shows them."""
+        stock = self._stock()
+        result: dict[str, Any] = {}
+        for name, folder in stock.items():
+            try:
+                spec = self.get_kernel_spec(name)  # a subclass's override applies
+            except NoSuchKernel:
+                continue  # e.g. its provisioner is not installed (logged by jupyter_client)
+            except Exception:
+                self.log.warning("Error loading kernelspec %r", name, exc_info=True)
+                continue
+            result[name] = {"resource_dir": folder, "spec": spec.to_dict()}
+        for name, spec in self._bridged(stock).items():
+            result[name] = {"resource_dir": spec.resource_dir, "spec": spec.to_dict()}
+        return result
+
+    def remove_kernel_spec(self, name: str) -> str:
+        """Remove a kernelspec folder, as stock does; never a provider kernel's (its
+        environment, image or host is the thing to remove) nor a folder an installed
+        package owns (``pip uninstall`` is)."""
+        stock = self._stock()
+        if name not in stock:
+            bridged = self._bridged(stock).get(name)
+            if bridged is not None:
+                kernel_id = bridged.metadata["kernel_providers"]["id"]
+                raise PermissionError(
+                    errno.EACCES,
+                    f"kernel {name!r} is {kernel_id}, offered by kernel-providers' provider"
+                    f" {kernel_id.split('/')[0]!r}, not a kernelspec folder: remove the"
+                    f" environment, image or host itself, or leave the provider out with"
+                    f" KERNEL_PROVIDERS_DISABLE={kernel_id.split('/')[0]}")
+        elif (owner := _installed_by_a_package(stock[name])) is not None:
+            raise PermissionError(
+                errno.EACCES, f"kernelspec {name!r} ({stock[name]}) belongs to the installed"
+                f" package {owner!r}: uninstall the package instead")
+        return super().remove_kernel_spec(name)

@@ -13,6 +13,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Unicode
 
 from kernel_providers import ConnectionInfo, KernelLauncher, LaunchOptions
+from kernel_providers.blocking import run_in_background
 
 from .shared import shared_finder
 
@@ -24,8 +25,13 @@ _LOCAL_ONLY = {"JPY_PARENT_PID"}
 
 class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]
     """Maps jupyter_client's provisioner calls onto the launcher contract. Its kernelspecs
-    (made by KernelProvidersKernelSpecManager) name the kernel in
-    ``kernel_providers_id``."""
+    (made by KernelProvidersKernelSpecManager or ``kernel-providers jupyter sync``) name
+    the kernel in ``kernel_providers_id``.
+
+    Launchers live on kernel-providers' one background event loop, whatever loop
+    jupyter_client calls from (blocking managers run each call on a loop of their own),
+    so a kernel started from one call is stopped from another.
+    """
 
     kernel_providers_id = Unicode(config=True, help="the kernel-providers id to start")
 
@@ -42,57 +48,74 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
 
     async def wait(self) -> int | None:
         """Wait for the kernel to end; its exit status."""
-        return await self.launcher.wait() if self.launcher is not None else 0
+        if self.launcher is None:
+            return 0
+        return await run_in_background(self.launcher.wait())
 
     async def send_signal(self, signum: int) -> None:
         """Deliver a signal wherever the kernel runs (interrupts in signal mode)."""
         if self.launcher is not None:
-            await self.launcher.signal(signum)
+            await run_in_background(self.launcher.signal(signum))
 
     async def kill(self, restart: bool = False) -> None:
         """Kill the kernel at once."""
         if self.launcher is not None:
-            await self.launcher.kill()
+            await run_in_background(self.launcher.kill())
 
     async def terminate(self, restart: bool = False) -> None:
         """Ask the kernel to end (SIGTERM wherever it runs)."""
-        if self.launcher is not None:
-            await self.launcher.signal(signal.SIGTERM)
+        await self.send_signal(signal.SIGTERM)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """The environment as Jupyter prepares it; no command line (the provider has one)."""
+        """The environment as Jupyter prepares it; no command line (the provider has one).
+        ``extra_arguments`` (nbclient, papermill pass some) are kept for the launch."""
+        extra = list(kwargs.pop("extra_arguments", None) or [])
         kwargs = await super().pre_launch(**kwargs)
         kwargs["cmd"] = []
+        kwargs["extra_arguments"] = extra
         return kwargs
+
+    def _requested_connection(self) -> ConnectionInfo:
+        # The transport and address Jupyter asked for (ipc works for local kernels and
+        # fails clearly elsewhere); on a restart also its key and ports, so its clients
+        # stay connected.
+        km = self.parent
+        if km is None:
+            return {}
+        wanted: dict[str, Any] = {"transport": km.transport, "ip": km.ip}
+        if km.shell_port:
+            known = km.get_connection_info()
+            key = known.get("key", b"")
+            wanted = {**known, "key": key.decode() if isinstance(key, bytes) else str(key)}
+        return cast(ConnectionInfo, wanted)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start the kernel through its provider; returns its connection info.
 
         Only the variables Jupyter added to the environment are passed on (a container or
-        a remote host gets no copy of this machine's environment). A restart reuses the
-        key and ports Jupyter already knows, so its clients stay connected.
+        a remote host gets no copy of this machine's environment). Jupyter's own ready
+        check follows (one check per start, not two).
         """
         env = kwargs.get("env") or {}
         extra = {k: v for k, v in env.items()
                  if os.environ.get(k) != v and k not in _LOCAL_ONLY}
-        reuse = None
-        km = self.parent
-        if km is not None and km.shell_port:
-            known = km.get_connection_info()
-            key = known.get("key", b"")
-            reuse = cast(ConnectionInfo, {
-                **known, "key": key.decode() if isinstance(key, bytes) else str(key)})
-        options = LaunchOptions(env=extra, cwd=kwargs.get("cwd"), connection_info=reuse)
-        self.launcher = await shared_finder().finder.launch(self.kernel_providers_id, options)
+        options = LaunchOptions(env=extra, cwd=kwargs.get("cwd"),
+                                extra_argv=list(kwargs.get("extra_arguments") or []),
+                                connection_info=self._requested_connection())
+        finder = shared_finder().finder
+        self.launcher = await run_in_background(
+            finder.launch(self.kernel_providers_id, options, wait_ready=False))
         info: dict[str, Any] = dict(self.launcher.connection_info)
         info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it
+        if self.parent is not None and self.parent.kernel_name:
+            info["kernel_name"] = self.parent.kernel_name
         self.connection_info = cast(KernelConnectionInfo, info)
         return self.connection_info
 
     async def cleanup(self, restart: bool = False) -> None:
         """Free what the launch made (connection files, containers, tunnels)."""
         if self.launcher is not None:
-            await self.launcher.cleanup()
+            await run_in_background(self.launcher.cleanup())
             self.launcher = None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
@@ -111,6 +134,6 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
                                                         self.kernel_providers_id)
         state = provisioner_info.get("kernel_providers_attach")
         if state:  # a kernel that outlives its launcher (a container): re-attach
-            self.launcher = await shared_finder().finder.attach(
+            self.launcher = await run_in_background(shared_finder().finder.attach(
                 self.kernel_providers_id, state,
-                provisioner_info["kernel_providers_connection"])
+                provisioner_info["kernel_providers_connection"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from kernel_providers import BlockingKernelFinder, KernelFinder
@@ -17,3 +18,14 @@ def shared_finder() -> BlockingKernelFinder:
         if _finder is None:
             _finder = BlockingKernelFinder(KernelFinder())
         return _finder
+
+
+def _forget_after_fork() -> None:
+    # The parent's providers hold engine sockets and connections to remote hosts that
+    # a forked child must not share: the child builds its own finder on first use.
+    global _finder, _lock
+    _finder, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -19,7 +19,13 @@ from kernel_providers import (
     launch_local,
     report_problem,
 )
-from kernel_providers.kernelspecs import KernelSpec, read_kernel_spec, scan_kernel_dirs
+from kernel_providers.kernelspecs import (
+    KernelSpec,
+    alias_of,
+    kernel_dirs_stamp,
+    read_kernel_spec,
+    scan_kernel_dirs,
+)
 
 __all__ = ["KernelSpecConfig", "KernelSpecProvider"]
 
@@ -68,10 +74,12 @@ class KernelSpecProvider(KernelProvider):
 
     id: ClassVar[str] = "spec"
     config_class: ClassVar[type[Any] | None] = KernelSpecConfig
+    cache_ttl: ClassVar[float | None] = 0  # validated by the folders' mtimes, every time
 
     def __init__(self) -> None:
         self.config = KernelSpecConfig()
         self._specs: dict[str, KernelSpec] = {}
+        self._scanned: tuple[object, dict[str, KernelSpec], list[str]] | None = None
 
     def kernel_dirs(self) -> list[Path]:
         """Folders searched, in precedence order (Jupyter's path, then ``extra_dirs``)."""
@@ -81,12 +89,19 @@ class KernelSpecProvider(KernelProvider):
             Path(p).expanduser() for p in self.config.extra_dirs]
 
     def _scan(self) -> tuple[dict[str, KernelSpec], list[str]]:
-        specs, problems = scan_kernel_dirs(self.kernel_dirs(), self.config.exclude)
+        dirs = self.kernel_dirs()
+        key = (kernel_dirs_stamp(dirs), tuple(self.config.exclude), self.config.native_python)
+        if self._scanned is not None and self._scanned[0] == key:
+            return self._scanned[1], self._scanned[2]
+        specs, problems = scan_kernel_dirs(dirs, self.config.exclude)
+        # Folders `kernel-providers jupyter sync` wrote stand for other providers' kernels.
+        specs = {name: spec for name, spec in specs.items() if alias_of(spec) is None}
         if self.config.native_python and "python3" not in specs and not any(
                 fnmatch.fnmatch("python3", pat) for pat in self.config.exclude):
             native = _native_python_spec()
             if native is not None:
                 specs["python3"] = native
+        self._scanned = (key, specs, problems)
         return specs, problems
 
     def _kernel_type(self, spec: KernelSpec) -> KernelType:
