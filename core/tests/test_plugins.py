@@ -86,3 +86,19 @@ def test_a_plugin_whose_registration_raises_is_reported(make_finder: Any) -> Non
     messages = [e.message for e in finder.plugin_errors]
     assert any("RuntimeError: boom" in m for m in messages)
     assert any("not a KernelProvider" in m for m in messages)
+
+
+@pytest.mark.parametrize("group", ["kernel_providers", "console_scripts", "pytest11"])
+def test_entry_points_match_importlib_metadata(fake_dists: Path, group: str) -> None:
+    # Our fast reader must find what importlib.metadata finds, with its precedence.
+    import importlib.metadata
+
+    from kernel_providers.entry_points import entry_points
+
+    ours = sorted((e.name, e.value, e.distribution, e.version)
+                  for e in entry_points(group, sys.path))
+    reference = sorted((e.name, e.value.split("[")[0].strip(), e.dist.name if e.dist else None,
+                        e.dist.version if e.dist else None)
+                       for e in importlib.metadata.entry_points(group=group))
+    assert ours == reference
+    assert ours, f"no entry point of {group!r} found: the comparison proves nothing"

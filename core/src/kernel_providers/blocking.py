@@ -12,12 +12,14 @@ import atexit
 import os
 import threading
 from collections.abc import Awaitable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .finder import KernelFinder, ProviderReport
 from .launcher import KernelLauncher
-from .protocol import Message, OutputCallback
 from .types import ConnectionInfo, KernelType, LaunchOptions
+
+if TYPE_CHECKING:
+    from .protocol import Message, OutputCallback
 
 __all__ = ["BlockingKernel", "BlockingKernelFinder", "run_in_background", "run_sync"]
 

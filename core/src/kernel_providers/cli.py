@@ -18,14 +18,16 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
 from .manager import ProviderManager, _truthy, env_disabled
-from .protocol import Message
+
+if TYPE_CHECKING:
+    from .protocol import Message
 
 __all__ = ["main"]
 

@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 import sys
-import uuid
 from pathlib import Path
 
 from .errors import LaunchFailed
@@ -85,7 +84,7 @@ def write_connection_file(info: ConnectionInfo, directory: Path | None = None,
                           prefix: str = "kernel") -> Path:
     """Write ``info`` to a new file, readable and writable by its owner only (0600)."""
     directory = directory or runtime_dir()
-    path = directory / f"{prefix}-{uuid.uuid4()}.json"
+    path = directory / f"{prefix}-{secrets.token_hex(16)}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)

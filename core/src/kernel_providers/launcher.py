@@ -15,12 +15,14 @@ import signal as _signal
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .connection import remove_connection_file, remove_ipc_files
 from .errors import KernelDied, KernelProviderError, ReadyTimeout
-from .protocol import KernelConnection, Message, OutputCallback
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
+
+if TYPE_CHECKING:  # pyzmq loads on first connection: listing and exec paths skip it
+    from .protocol import KernelConnection, Message, OutputCallback
 
 __all__ = ["KernelLauncher", "OutputBuffer"]
 
@@ -142,6 +144,8 @@ class KernelLauncher:
 
     def connect(self) -> KernelConnection:
         """A new protocol connection to this kernel (close it, or use ``async with``)."""
+        from .protocol import KernelConnection
+
         return KernelConnection(self.connection_info)
 
     def close_connection(self) -> None:

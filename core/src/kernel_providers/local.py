@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import os
 import re
 import signal as _signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 from typing import Literal, NoReturn
@@ -45,24 +44,26 @@ _BIND_RETRIES = 3
 _PR_SET_PDEATHSIG = 1
 
 
-def _libc_prctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+@functools.cache
+def _libc_prctl() -> Callable[..., int] | None:
+    # Looked up in the parent, on the first launch (a forked child must not load
+    # libraries); the process's own symbols include libc's.
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
 
 
-_prctl = _libc_prctl()
-
-
-def _die_with_parent(parent_pid: int) -> None:
+def _die_with_parent(parent_pid: int, prctl: Callable[..., int] | None) -> None:
     # Runs in the child between fork and exec: SIGKILL when the manager dies (Linux), so
     # a killed manager never leaves a kernel behind. ipykernel's JPY_PARENT_PID poller
     # is the second line on other systems.
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -276,8 +277,9 @@ class _Spawner:
         await _settle_ports(launcher, self)
 
 
-def _parent_watch(parent_pid: int):  # type: ignore[no-untyped-def]
-    return lambda: _die_with_parent(parent_pid)
+def _parent_watch(parent_pid: int) -> Callable[[], None]:
+    prctl = _libc_prctl()
+    return lambda: _die_with_parent(parent_pid, prctl)
 
 
 def _start_reader(process: asyncio.subprocess.Process,

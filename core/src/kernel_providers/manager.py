@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .entry_points import EntryPoint, entry_points
 from .provider import KernelProvider
 from .types import validate_provider_id
 
@@ -39,12 +39,10 @@ class PluginError:
 
 
 @functools.lru_cache(maxsize=4)
-def _entry_points(path: tuple[str, ...]) -> list[importlib.metadata.EntryPoint]:
-    # Scanning every installed distribution is the slow part of loading plugins; do it
-    # once per sys.path (the command line builds two managers).
-    del path  # the cache key: a changed sys.path may hold other distributions
-    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                  key=lambda e: e.name)
+def _entry_points(path: tuple[str, ...]) -> list[EntryPoint]:
+    # Once per sys.path (the command line builds two managers); a changed sys.path may
+    # hold other distributions.
+    return sorted(entry_points(ENTRY_POINT_GROUP, list(path)), key=lambda e: e.name)
 
 
 def env_disabled() -> set[str]:
@@ -92,8 +90,7 @@ class ProviderManager(pluggy.PluginManager):
             return
         seen: set[str] = set()
         for ep in _entry_points(tuple(sys.path)):
-            dist = ep.dist.name if ep.dist else None
-            version = ep.dist.version if ep.dist else None
+            dist, version = ep.distribution, ep.version
             if ep.name in disabled or ep.name in seen or self.has_plugin(ep.name):
                 continue
             seen.add(ep.name)
