@@ -58,6 +58,8 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
     ``kernel-providers jupyter enable``.
     """
 
+    _listing: dict[str, KernelSpec] | None = None
+
     def _stock(self) -> dict[str, str]:
         # Folders `kernel-providers jupyter sync` wrote stand for a provider kernel: the
         # live kernel type replaces them (their copy may be stale).
@@ -95,7 +97,8 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
         folder = self._find_spec_directory(name)
         if folder is not None and synced_id(Path(folder)) is None:
             return super().get_kernel_spec(kernel_name)
-        bridged = self._bridged(self._stock()).get(name)
+        listing = self._listing if self._listing is not None else self._bridged(self._stock())
+        bridged = listing.get(name)
         if bridged is not None:
             return bridged
         if folder is not None:  # a synced folder whose kernel is gone: as stock would
@@ -105,18 +108,21 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
     def get_all_specs(self) -> dict[str, Any]:
         """Every kernelspec, as ``jupyter kernelspec list --json`` shows them."""
         stock = self._stock()
+        self._listing = self._bridged(stock)  # one discovery for the whole listing
+        folders = {**stock, **{n: s.resource_dir for n, s in self._listing.items()}}
         result: dict[str, Any] = {}
-        for name, folder in stock.items():
-            try:
-                spec = self.get_kernel_spec(name)  # a subclass's override applies
-            except NoSuchKernel:
-                continue  # e.g. its provisioner is not installed (logged by jupyter_client)
-            except Exception:
-                self.log.warning("Error loading kernelspec %r", name, exc_info=True)
-                continue
-            result[name] = {"resource_dir": folder, "spec": spec.to_dict()}
-        for name, spec in self._bridged(stock).items():
-            result[name] = {"resource_dir": spec.resource_dir, "spec": spec.to_dict()}
+        try:
+            for name, folder in folders.items():
+                try:
+                    spec = self.get_kernel_spec(name)  # a subclass's override applies
+                except NoSuchKernel:
+                    continue  # e.g. its provisioner is not installed (jupyter_client logs)
+                except Exception:
+                    self.log.warning("Error loading kernelspec %r", name, exc_info=True)
+                    continue
+                result[name] = {"resource_dir": folder, "spec": spec.to_dict()}
+        finally:
+            self._listing = None
         return result
 
     def remove_kernel_spec(self, name: str) -> str:
