@@ -243,8 +243,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
         _err("shutting the kernel down")
         await launcher.shutdown()
         return EXIT_INTERRUPTED
-    except KernelProviderError:
-        await launcher.cleanup()
+    except BaseException:
+        # Whatever went wrong here (the kernel died, stdout was closed under us): the
+        # kernel and everything its launch made go too.
+        await asyncio.shield(launcher.cleanup())
         raise
     await launcher.shutdown()
     return EXIT_OK if reply["content"].get("status") == "ok" else EXIT_CODE_RAISED
