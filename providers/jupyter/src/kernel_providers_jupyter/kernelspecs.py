@@ -68,6 +68,8 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
 
     def _bridged(self, stock: dict[str, str]) -> dict[str, KernelSpec]:
         """The provider kernels stock jupyter_client does not see, by Jupyter name."""
+        if self._listing is not None:  # within one get_all_specs: one discovery
+            return self._listing
         bridged: dict[str, KernelSpec] = {}
         root = _folders_root()
         for kernel in shared_finder().find_kernels():
@@ -97,8 +99,7 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
         folder = self._find_spec_directory(name)
         if folder is not None and synced_id(Path(folder)) is None:
             return super().get_kernel_spec(kernel_name)
-        listing = self._listing if self._listing is not None else self._bridged(self._stock())
-        bridged = listing.get(name)
+        bridged = self._bridged(self._stock()).get(name)
         if bridged is not None:
             return bridged
         if folder is not None:  # a synced folder whose kernel is gone: as stock would
@@ -107,12 +108,12 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
 
     def get_all_specs(self) -> dict[str, Any]:
         """Every kernelspec, as ``jupyter kernelspec list --json`` shows them."""
-        stock = self._stock()
-        self._listing = self._bridged(stock)  # one discovery for the whole listing
-        folders = {**stock, **{n: s.resource_dir for n, s in self._listing.items()}}
+        self._listing = self._bridged(self._stock())  # one discovery for the listing
         result: dict[str, Any] = {}
         try:
-            for name, folder in folders.items():
+            # As stock does for subclasses: the names of find_kernel_specs, each spec from
+            # get_kernel_spec, so overrides of either apply.
+            for name, folder in self.find_kernel_specs().items():
                 try:
                     spec = self.get_kernel_spec(name)  # a subclass's override applies
                 except NoSuchKernel:
