@@ -234,8 +234,8 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     reuse = dictated or options.connection_info or {}
     inner: dict[str, Any] = dict(new_connection_info(CONTAINER_PORTS, ip="0.0.0.0",
                                                      kernel_name=kernel_type.name))
-    if reuse.get("key"):
-        inner["key"] = reuse["key"]
+    if dictated is not None or reuse.get("key"):  # a client's file: its key, even ""
+        inner["key"] = str(reuse.get("key", ""))
         inner["signature_scheme"] = reuse.get("signature_scheme", "hmac-sha256")
     wanted: dict[str, int | None] = {p: reuse.get(p) for p in PORT_NAMES}  # type: ignore[misc]
     try:

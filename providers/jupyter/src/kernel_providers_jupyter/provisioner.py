@@ -4,16 +4,21 @@ kernels."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import os
 import signal
+import threading
 from typing import Any, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Unicode
 
-from kernel_providers import ConnectionInfo, KernelLauncher, LaunchOptions
-from kernel_providers.blocking import run_in_background
+from kernel_providers import ConnectionInfo, KernelFinder, KernelLauncher, LaunchOptions
+from kernel_providers.blocking import run_in_background, run_sync
+from kernel_providers.local import LocalLauncher
 
 from .shared import shared_finder
 
@@ -21,6 +26,46 @@ __all__ = ["KernelProvidersProvisioner"]
 
 # Variables a Jupyter kernel manager sets for local processes only.
 _LOCAL_ONLY = {"JPY_PARENT_PID"}
+
+# Launchers not cleaned up yet. A client may leave without cleaning up (`jupyter console`
+# only sends shutdown_request): at exit their connection files and containers go, as a
+# stock kernel ends with the process that manages it. A server that crashes runs no exit
+# handlers, so its containers stay to be re-attached.
+_live: set[KernelLauncher] = set()
+_live_lock = threading.Lock()
+_exit_hook = False
+
+
+def _clean_up_at_exit() -> None:
+    with _live_lock:
+        launchers = list(_live)
+        _live.clear()
+    for launcher in launchers:
+        with contextlib.suppress(Exception):
+            run_sync(launcher.cleanup(), timeout=30)
+
+
+def _track(launcher: KernelLauncher) -> None:
+    global _exit_hook
+    with _live_lock:
+        _live.add(launcher)
+        if not _exit_hook:
+            # Before thread pools refuse work at interpreter exit (engines are called
+            # from threads): the hook concurrent.futures itself uses, else atexit's.
+            register = getattr(threading, "_register_atexit", atexit.register)
+            register(_clean_up_at_exit)
+            _exit_hook = True
+
+
+def _forget_after_fork() -> None:
+    # A forked child does not own its parent's kernels.
+    global _live_lock
+    _live.clear()
+    _live_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]
@@ -93,8 +138,9 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         """Start the kernel through its provider; returns its connection info.
 
         Only the variables Jupyter added to the environment are passed on (a container or
-        a remote host gets no copy of this machine's environment). Jupyter's own ready
-        check follows (one check per start, not two).
+        a remote host gets no copy of this machine's environment). For a local kernel
+        Jupyter's own ready check follows (one check per start, not two); a kernel behind
+        published ports or forwards is handed over once it answers (see ``_launch``).
         """
         env = kwargs.get("env") or {}
         extra = {k: v for k, v in env.items()
@@ -104,7 +150,8 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
                                 connection_info=self._requested_connection())
         finder = shared_finder().finder
         self.launcher = await run_in_background(
-            finder.launch(self.kernel_providers_id, options, wait_ready=False))
+            _launch(finder, self.kernel_providers_id, options))
+        _track(self.launcher)
         info: dict[str, Any] = dict(self.launcher.connection_info)
         info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it
         if self.parent is not None and self.parent.kernel_name:
@@ -116,6 +163,8 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         """Free what the launch made (connection files, containers, tunnels)."""
         if self.launcher is not None:
             await run_in_background(self.launcher.cleanup())
+            with _live_lock:
+                _live.discard(self.launcher)
             self.launcher = None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
@@ -137,3 +186,24 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
             self.launcher = await run_in_background(shared_finder().finder.attach(
                 self.kernel_providers_id, state,
                 provisioner_info["kernel_providers_connection"]))
+            _track(self.launcher)
+
+
+async def _launch(finder: KernelFinder, kernel_id: str, options: LaunchOptions) -> KernelLauncher:
+    """Start the kernel; one that is not a local process is returned once it answers.
+
+    Docker's published ports (and SSH forwards) accept a connection before the kernel
+    listens behind them, then drop it. ZeroMQ reconnects, but a SUB socket sends its
+    subscription again only when its owner next reads it: a client that connects during
+    the start and sends code before reading iopub (``jupyter console``) loses that code's
+    output and waits for it forever. Local kernels refuse early connections instead, and
+    their launch returns once their ports are bound.
+    """
+    launcher = await finder.launch(kernel_id, options, wait_ready=False)
+    if not isinstance(launcher, LocalLauncher):
+        try:
+            await launcher.wait_ready()
+        except BaseException:
+            await asyncio.shield(launcher.cleanup())
+            raise
+    return launcher

@@ -147,8 +147,8 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
     try:
         info: Any = dict(new_connection_info(kernel_name=kernel_type.name))
         reuse = dictated or options.connection_info or {}
-        if reuse.get("key"):
-            info["key"] = reuse["key"]
+        if dictated is not None or reuse.get("key"):  # a client's file: its key, even ""
+            info["key"] = str(reuse.get("key", ""))
             info["signature_scheme"] = reuse.get("signature_scheme", "hmac-sha256")
         import asyncssh
 
