@@ -67,7 +67,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]
 def ssh_finder(sshd: SSHD | LocalSSHD, kp_isolated: Path) -> Callable[..., KernelFinder]:
     """``ssh_finder(**table)``: a finder whose [providers.ssh] points at the test sshd."""
     def make(**table: Any) -> KernelFinder:
-        settings = {"hosts": ["testbox"], "ssh_config": str(sshd.ssh_config),
+        settings = {"hosts": ["testbox"], "python": sshd.python,
+                    "ssh_config": str(sshd.ssh_config),
                     "known_hosts": str(sshd.known_hosts), "connect_timeout": 20, **table}
         return KernelFinder(Config(providers={"ssh": settings}))
     return make

@@ -31,9 +31,14 @@ def first_lines(program: str, config: object | None = None) -> str:
 DISCOVERY = r'''
 import json, sys, os, socket
 out = {"hostname": socket.gethostname(), "kernelspecs": {}}
+# As jupyter_client starts them: a bare "python" is the Python that lists them.
+bare = {"python", "python%i" % sys.version_info[0], "python%i.%i" % sys.version_info[:2]}
 try:
     from jupyter_client.kernelspec import KernelSpecManager
     for name, item in KernelSpecManager().get_all_specs().items():
+        argv = item.get("spec", {}).get("argv") or []
+        if argv and argv[0] in bare:
+            argv[0] = sys.executable
         out["kernelspecs"][name] = item
 except Exception:
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ class SSHD:
     ssh_config: Path
     known_hosts: Path
     key: Path
+    python: str = "python3"  # the image's, with ipykernel
 
     def exec(self, *argv: str) -> str:
         """Run a command on the server's host (its container); its output."""
@@ -96,6 +98,12 @@ class LocalSSHD:
     def hostname(self) -> str:
         """This machine's host name."""
         return socket.gethostname()
+
+    @property
+    def python(self) -> str:
+        """The Python with jupyter_client and ipykernel here: the tests' own (a login
+        shell's PATH may put another first)."""
+        return sys.executable
 
     @property
     def home(self) -> str:
