@@ -384,6 +384,35 @@ def test_sync_removes_gone_kernels_keeps_foreign_folders_and_dry_run(setup: Setu
     assert {p.name: p.read_bytes() for p in foreign.iterdir()} == snapshot
 
 
+def test_sync_watch_picks_up_new_and_removed_kernels(setup: Setup, tmp_path: Path) -> None:
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    data = tmp_path / "data"
+    env = client_env(tmp_path, write_config(tmp_path / "kp.toml", envs), data)
+    env["KERNEL_PROVIDERS_DISABLE"] = "conda,ssh,example,docker"
+    folder = data / "kernels" / "venv-kp-watched"
+    watch = subprocess.Popen([str(BIN / "kernel-providers"), "jupyter", "sync", "--watch",
+                              "0.5"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, stdin=subprocess.DEVNULL)
+    try:
+        def until(condition: Any, what: str) -> None:
+            deadline = time.monotonic() + 60
+            while not condition():
+                assert watch.poll() is None, f"--watch ended: {watch.communicate()}"
+                assert time.monotonic() < deadline, what
+                time.sleep(0.2)
+
+        shutil.copytree(setup.venv, envs / "kp-watched", symlinks=True)  # a new venv
+        until(lambda: (folder / "kernel.json").is_file(), "the new venv was not synced")
+        shutil.rmtree(envs / "kp-watched")
+        until(lambda: not folder.exists(), "the removed venv's kernelspec stayed")
+    finally:
+        watch.send_signal(signal.SIGINT)
+        out, _ = watch.communicate(timeout=WAIT)
+    assert f"write: {folder} (venv/kp-watched)" in out
+    assert f"remove: {folder} (venv/kp-watched: no longer offered)" in out
+
+
 # --- jupyter kernelspec list --------------------------------------------------------------
 
 
