@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from jupyter_client import BlockingKernelClient
 
+from kernel_providers.testing import process_alive, process_gone
+
 Command = Callable[..., list[str]]
 
 KERNEL_KEYS = {"id", "provider", "name", "display_name", "language", "metadata",
@@ -56,34 +58,9 @@ def kernels_dir(env: dict[str, str]) -> Path:
     return Path(env["JUPYTER_PATH"]) / "kernels"
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def gone(pid: int, seconds: float = 10) -> bool:
-    """Poll until process ``pid`` has ended (True) or ``seconds`` passed (False)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.1)
-    return not alive(pid)
-
-
 def kill_if_alive(pid: int | None) -> None:
     """Last-resort cleanup of a kernel process a failed test may have left (by pid)."""
-    if pid is not None and alive(pid):
+    if pid is not None and process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -576,7 +553,7 @@ def test_ctrl_c_interrupts_the_code(command: Command, cli_env: dict[str, str]) -
         assert "\x1b[" not in cli.stderr
         assert cli.stdout == f"busy {kernel_pid}\n"
         assert runtime_files(cli_env) == []
-        assert gone(kernel_pid), "the kernel outlived the command"
+        assert process_gone(kernel_pid), "the kernel outlived the command"
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
@@ -593,12 +570,12 @@ def test_second_ctrl_c_shuts_a_stubborn_kernel_down(command: Command,
         cli.wait_for_stderr("interrupting")
         time.sleep(0.5)
         assert cli.proc.poll() is None, "the command ended although the kernel ignored SIGINT"
-        assert alive(kernel_pid)
+        assert process_alive(kernel_pid)
         cli.signal(signal.SIGINT)
         assert cli.finish() == 130, cli.stderr
         assert "Traceback" not in cli.stderr
         assert runtime_files(cli_env) == []
-        assert gone(kernel_pid), "the kernel outlived the command"
+        assert process_gone(kernel_pid), "the kernel outlived the command"
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
@@ -668,7 +645,7 @@ def test_launch_json_serves_a_real_client_until_ctrl_c(command: Command,
         assert not path.exists()
         assert "Traceback" not in cli.stderr
         assert runtime_files(cli_env) == []
-        assert gone(kernel_pid), "the kernel outlived the command"
+        assert process_gone(kernel_pid), "the kernel outlived the command"
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
@@ -695,7 +672,7 @@ def test_launch_prints_the_connection_file_and_stops_on_sigterm(
         cli.signal(signal.SIGTERM)
         assert cli.finish() == 0, cli.stderr
         assert runtime_files(cli_env) == []
-        assert gone(kernel_pid), "the kernel outlived the command"
+        assert process_gone(kernel_pid), "the kernel outlived the command"
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
@@ -719,7 +696,7 @@ def test_launch_ends_when_the_kernel_ends(command: Command, cli_env: dict[str, s
         assert cli.finish() == 0, cli.stderr
         assert "status 0" in cli.stderr
         assert runtime_files(cli_env) == []
-        assert gone(kernel_pid)
+        assert process_gone(kernel_pid)
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
@@ -767,7 +744,7 @@ def test_run_into_a_closed_pipe_leaves_nothing_behind(command: Command,
         assert proc.wait(timeout=WAIT) == 0, err
         assert "Traceback" not in err
         assert runtime_files(cli_env) == []
-        assert gone(kernel_pid)
+        assert process_gone(kernel_pid)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -805,7 +782,7 @@ def test_termination_signals_leave_nothing_behind(command: Command, cli_env: dic
         cli.signal(signum)
         cli.finish()
         assert "Traceback" not in cli.stderr
-        assert gone(kernel_pid), "the kernel outlived the command"
+        assert process_gone(kernel_pid), "the kernel outlived the command"
         assert runtime_files(cli_env) == [], "connection file left behind"
     finally:
         cli.close()

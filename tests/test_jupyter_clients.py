@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers.testing import unavailable
+from kernel_providers.testing import process_gone, unavailable
 from kernel_providers.testing.environments import ipykernel_wheel, make_venv
 from kernel_providers_jupyter.kernelspec_files import PROVISIONER, SHIM_MODULE, jupyter_name
 
@@ -190,30 +190,6 @@ def check_ran_in(kind: str, setup: Setup, result: dict[str, Any]) -> None:
         assert result["prefix"] == "/usr", result
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def gone(pid: int, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def containers_of(pids: Iterable[int]) -> list[str]:
     """Containers of ours launched on this host by one of ``pids`` (their launcher label)."""
     wanted = set(pids)
@@ -264,7 +240,7 @@ def leftovers(setup: Setup, launchers: Iterable[int], runtime_before: set[str],
     if containers:
         remove_containers(containers)
         found.append(f"containers {[c[:12] for c in containers]}")
-    found += [f"kernel process {pid}" for pid in kernel_pids if not gone(pid)]
+    found += [f"kernel process {pid}" for pid in kernel_pids if not process_gone(pid)]
     files = setup.runtime_files() - runtime_before
     if files:
         found.append(f"runtime files {sorted(files)}")

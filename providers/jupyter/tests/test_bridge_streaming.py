@@ -15,38 +15,6 @@ from kernel_providers_jupyter import KernelProvidersKernelSpecManager
 CELLS, CELL_BYTES = 300, 1_000_000
 MAX_GROWTH_MIB = 20
 
-# The second client (as JupyterLab's through the server, or a console): a real
-# jupyter_client in its own process, so that only the manager is measured here. It
-# reports the kernel's RSS (KiB) before and after the stream.
-STREAMER = r"""
-import json, sys
-from jupyter_client import BlockingKernelClient
-
-info_file, cells, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-client = BlockingKernelClient()
-client.load_connection_file(info_file)
-client.start_channels()
-client.wait_for_ready(60)
-
-def run(code, keep=False):
-    out = []
-    hook = (lambda m: out.append(m["content"].get("text", ""))) if keep else (lambda m: None)
-    reply = client.execute_interactive(code, timeout=120, output_hook=hook)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return "".join(out)
-
-RSS = "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')))"
-# IPython 9 keeps every cell's stream output in its history (for %notebook): cleared, so
-# that the kernel's growth shows what its send queues hold.
-CELL = (f"print('x' * {size});"
-        " getattr(get_ipython().history_manager, 'outputs', {}).clear()")
-before = int(run(RSS, keep=True))
-for _ in range(cells):
-    run(CELL)
-after = int(run(RSS, keep=True))
-client.stop_channels()
-print(json.dumps({"kernel_rss_kib": [before, after]}))
-"""
 
 
 def rss_mib() -> float:
@@ -60,7 +28,8 @@ def rss_mib() -> float:
 async def second_client(info_file: Path, cells: int) -> list[int]:
     """Run the streaming client to its end (this process's loop runs meanwhile)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", STREAMER, str(info_file), str(cells), str(CELL_BYTES),
+        sys.executable, "-m", "kernel_providers.testing.streaming_client", str(info_file),
+        str(cells), str(CELL_BYTES),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode == 0, err.decode()[-2000:]

@@ -15,13 +15,15 @@ test's runtime dir and configuration file; see :mod:`kernel_providers.testing.pl
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from .conformance import ConformanceSuite, run_code
 
-__all__ = ["ConformanceSuite", "run_code", "unavailable"]
+__all__ = ["ConformanceSuite", "process_alive", "process_gone", "run_code", "unavailable"]
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -30,3 +32,28 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
     pytest.skip(reason)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def process_gone(pid: int, seconds: float = 30) -> bool:
+    """Poll until process ``pid`` has ended (True) or ``seconds`` passed (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not process_alive(pid)
