@@ -63,8 +63,10 @@ class KernelProvider:
         """Start ``kernel_type`` (one of this provider's) and return its launcher.
 
         Called by :meth:`KernelFinder.launch` after the ``kernel_launch_options`` hooks.
-        Return as soon as ``connection_info`` is known; the finder then waits for the
-        kernel to be ready. Raise :class:`~kernel_providers.LaunchFailed` with the
+        Return as soon as the kernel listens on the ports of ``connection_info`` (a
+        client that connects then is not dropped: ports published or forwarded before
+        the kernel listens behind them would lose its subscriptions); the finder then
+        waits for the kernel to be ready. Raise :class:`~kernel_providers.LaunchFailed` with the
         kernel's output on failure, leaving nothing behind.
         """
         raise NotImplementedError

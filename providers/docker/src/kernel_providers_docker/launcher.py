@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kernel_providers import (
+    KernelDied,
     KernelLauncher,
     KernelType,
     LaunchFailed,
     LaunchOptions,
     OutputBuffer,
+    ReadyTimeout,
 )
 from kernel_providers.connection import (
     PORT_NAMES,
@@ -31,6 +33,7 @@ from kernel_providers.connection import (
     write_connection_file,
 )
 from kernel_providers.local import substitute_argv
+from kernel_providers.types import ready_seconds
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -220,7 +223,8 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
 
 async def start_container(client: DockerClient, kernel_type: KernelType,
                           target: LaunchTarget, options: LaunchOptions) -> DockerLauncher:
-    """Create and start the kernel's container; returns once its ports are published.
+    """Create and start the kernel's container; returns once the kernel listens on its
+    published ports.
 
     The connection file goes into the container (0600) through the API, never on a
     command line or in an image layer. Nothing is left behind if this raises.
@@ -280,9 +284,55 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
         raise LaunchFailed(f"container of {kernel_type.id} ended or published no ports"
                            f" ({type(exc).__name__}: {exc})", logs) from None
     try:
-        return DockerLauncher(kernel_type, info, str(path), options, client, container)
+        launcher = DockerLauncher(kernel_type, info, str(path), options, client, container)
     except BaseException:
         if dictated is None:
             remove_connection_file(path)
         await asyncio.to_thread(container.remove, force=True)
         raise
+    try:
+        await _listening(launcher, int(info["shell_port"]), ready_seconds(options))
+    except BaseException:
+        await asyncio.shield(launcher.cleanup())
+        raise
+    return launcher
+
+
+# The signature that opens every ZeroMQ (ZMTP 3) connection.
+_ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
+
+
+async def _listening(launcher: DockerLauncher, port: int, timeout: float) -> None:
+    """Return once the kernel listens behind its published ``port``.
+
+    Docker accepts a connection on a published port at once and drops it while nothing
+    listens in the container. A client that connects in that window loses its iopub
+    subscription until it next reads iopub (``jupyter console`` sends code first and
+    waits forever for its output), so the launch returns only when a ZeroMQ peer
+    answers the greeting there, as a local kernel's launch returns once its ports are
+    bound.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if launcher.poll() is not None:
+            status = await launcher.wait()
+            await launcher.output_complete()
+            raise KernelDied(f"kernel {launcher.kernel_type.id!r} ended while starting"
+                             f" (exit status {status})", launcher.output, status)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
+                                 TimeoutError):
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port), 1)
+            try:
+                writer.write(_ZMTP_SIGNATURE)
+                await writer.drain()
+                greeting = await asyncio.wait_for(reader.readexactly(10), 1)
+            finally:
+                writer.close()
+            if greeting[:1] == b"\xff":
+                return
+        if time.monotonic() > deadline:
+            raise ReadyTimeout(f"kernel {launcher.kernel_type.id!r} did not listen on its"
+                               f" ports within {timeout:g} s; if it is just slow to start,"
+                               " raise ready_timeout", launcher.output)
+        await asyncio.sleep(0.05)

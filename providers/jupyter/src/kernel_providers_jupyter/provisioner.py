@@ -4,7 +4,6 @@ kernels."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import os
@@ -16,9 +15,8 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Unicode
 
-from kernel_providers import ConnectionInfo, KernelFinder, KernelLauncher, LaunchOptions
+from kernel_providers import ConnectionInfo, KernelLauncher, LaunchOptions
 from kernel_providers.blocking import run_in_background, run_sync
-from kernel_providers.local import LocalLauncher
 
 from .shared import shared_finder
 
@@ -138,9 +136,9 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         """Start the kernel through its provider; returns its connection info.
 
         Only the variables Jupyter added to the environment are passed on (a container or
-        a remote host gets no copy of this machine's environment). For a local kernel
-        Jupyter's own ready check follows (one check per start, not two); a kernel behind
-        published ports or forwards is handed over once it answers (see ``_launch``).
+        a remote host gets no copy of this machine's environment). Jupyter's own ready
+        check follows (one check per start, not two): a provider's launch returns once
+        the kernel listens on the ports it reports.
         """
         env = kwargs.get("env") or {}
         extra = {k: v for k, v in env.items()
@@ -150,7 +148,7 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
                                 connection_info=self._requested_connection())
         finder = shared_finder().finder
         self.launcher = await run_in_background(
-            _launch(finder, self.kernel_providers_id, options))
+            finder.launch(self.kernel_providers_id, options, wait_ready=False))
         _track(self.launcher)
         info: dict[str, Any] = dict(self.launcher.connection_info)
         info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it
@@ -188,22 +186,3 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
                 provisioner_info["kernel_providers_connection"]))
             _track(self.launcher)
 
-
-async def _launch(finder: KernelFinder, kernel_id: str, options: LaunchOptions) -> KernelLauncher:
-    """Start the kernel; one that is not a local process is returned once it answers.
-
-    Docker's published ports (and SSH forwards) accept a connection before the kernel
-    listens behind them, then drop it. ZeroMQ reconnects, but a SUB socket sends its
-    subscription again only when its owner next reads it: a client that connects during
-    the start and sends code before reading iopub (``jupyter console``) loses that code's
-    output and waits for it forever. Local kernels refuse early connections instead, and
-    their launch returns once their ports are bound.
-    """
-    launcher = await finder.launch(kernel_id, options, wait_ready=False)
-    if not isinstance(launcher, LocalLauncher):
-        try:
-            await launcher.wait_ready()
-        except BaseException:
-            await asyncio.shield(launcher.cleanup())
-            raise
-    return launcher
