@@ -48,21 +48,29 @@ def main() -> int:
     reps = 3 if args.quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        spec = folder / "kernels" / "kp-bench"
+        # Not on Jupyter's path: only kernel-providers sees it, so the bridge starts it
+        # through its provisioner (kernelspecs on the path stay stock); the stock
+        # manager is pointed at the folder.
+        spec = folder / "extra" / "kp-bench"
         spec.mkdir(parents=True)
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "bench", "language": "python"}))
         (folder / "runtime").mkdir(mode=0o700)
-        (folder / "config.toml").write_text("")
+        (folder / "config.toml").write_text(
+            f"[providers.spec]\nextra_dirs = [{json.dumps(str(spec.parent))}]\n")
         os.environ.update({"JUPYTER_PATH": str(folder), "JUPYTER_RUNTIME_DIR":
                            str(folder / "runtime"), "KERNEL_PROVIDERS_CONFIG":
                            str(folder / "config.toml"), "KERNEL_PROVIDERS_DISABLE":
                            "conda,venv,docker,ssh,example"})
         bridge = AsyncMappingKernelManager(
             kernel_spec_manager=KernelProvidersKernelSpecManager(), root_dir=tmp)
-        stock = AsyncMappingKernelManager(kernel_spec_manager=KernelSpecManager(),
-                                          root_dir=tmp)
+        stock = AsyncMappingKernelManager(
+            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]),
+            root_dir=tmp)
+        provisioner = bridge.kernel_spec_manager.get_kernel_spec("kp-bench").metadata.get(
+            "kernel_provisioner", {}).get("provisioner_name")
+        assert provisioner == "kernel-providers-provisioner", provisioner
         ours: list[float] = []
         theirs: list[float] = []
 
