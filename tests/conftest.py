@@ -58,6 +58,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         "KERNEL_PROVIDERS_CONFIG": str(config),
         "JUPYTER_PATH": str(tmp_path / "jupyter"),
         "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "IPYTHONDIR": str(tmp_path / "ipython"),
         "KERNEL_PROVIDERS_DISABLE": OTHER_PROVIDERS,
     })

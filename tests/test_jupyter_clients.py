@@ -95,6 +95,7 @@ def client_env(root: Path, config: Path, data: Path) -> dict[str, str]:
         "JUPYTER_RUNTIME_DIR": str(runtime),
         "JUPYTER_PATH": str(root / "jupyter-path"),
         "IPYTHONDIR": str(root / "ipython"),
+        "XDG_CACHE_HOME": str(root / "cache"),  # the shim's exec plans
         "KERNEL_PROVIDERS_CONFIG": str(config),
         "KERNEL_PROVIDERS_DISABLE": "conda,ssh,example",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",

@@ -243,6 +243,7 @@ def lab_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSetup]:
     env.update({
         "JUPYTER_CONFIG_DIR": str(base / "config"),
         "JUPYTER_DATA_DIR": str(base / "data"),
+        "XDG_CACHE_HOME": str(base / "cache"),
         "JUPYTER_RUNTIME_DIR": str(runtime),
         "JUPYTER_PATH": str(base / "jupyter-path"),
         "IPYTHONDIR": str(base / "ipython"),

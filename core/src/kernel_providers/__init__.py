@@ -6,23 +6,43 @@ unless its own ``__all__`` says otherwise.
 
 from __future__ import annotations
 
-from .blocking import BlockingKernel, BlockingKernelFinder
-from .config import Config, ConfigWarning, load_config
-from .errors import (
-    ConfigError,
-    KernelDied,
-    KernelProviderError,
-    LaunchFailed,
-    NoSuchKernel,
-    ProviderUnavailable,
-    ReadyTimeout,
-)
-from .finder import KernelFinder, ProviderReport
-from .hookspecs import hookimpl
-from .launcher import KernelLauncher, OutputBuffer
-from .local import LocalLauncher, launch_local
-from .provider import KernelProvider, report_problem
-from .types import ConnectionInfo, KernelType, LaunchOptions
+import importlib
+
+# Names load on first use, so that a short-lived process (the Jupyter bridge"s shim
+# replaying an exec plan) does not pay for asyncio, pyzmq and the plugin machinery.
+# (Not imported from typing, which costs as much again; type checkers know the name.)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .blocking import BlockingKernel, BlockingKernelFinder
+    from .config import Config, ConfigWarning, load_config
+    from .errors import (
+        ConfigError,
+        KernelDied,
+        KernelProviderError,
+        LaunchFailed,
+        NoSuchKernel,
+        ProviderUnavailable,
+        ReadyTimeout,
+    )
+    from .finder import KernelFinder, ProviderReport
+    from .hookspecs import hookimpl
+    from .launcher import KernelLauncher, OutputBuffer
+    from .local import LocalLauncher, launch_local
+    from .provider import KernelProvider, report_problem
+    from .types import ConnectionInfo, KernelType, LaunchOptions
+
+_HOMES = {
+    **dict.fromkeys(["BlockingKernel", "BlockingKernelFinder"], "blocking"),
+    **dict.fromkeys(["Config", "ConfigWarning", "load_config"], "config"),
+    **dict.fromkeys(["ConfigError", "KernelDied", "KernelProviderError", "LaunchFailed",
+                     "NoSuchKernel", "ProviderUnavailable", "ReadyTimeout"], "errors"),
+    **dict.fromkeys(["KernelFinder", "ProviderReport"], "finder"),
+    **dict.fromkeys(["hookimpl"], "hookspecs"),
+    **dict.fromkeys(["KernelLauncher", "OutputBuffer"], "launcher"),
+    **dict.fromkeys(["LocalLauncher", "launch_local"], "local"),
+    **dict.fromkeys(["KernelProvider", "report_problem"], "provider"),
+    **dict.fromkeys(["ConnectionInfo", "KernelType", "LaunchOptions"], "types"),
+}
 
 __version__ = "0.1.0"
 
@@ -53,3 +73,11 @@ __all__ = [
     "load_config",
     "report_problem",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

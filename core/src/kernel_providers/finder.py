@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -12,7 +13,9 @@ from typing import Any
 
 from .config import Config, build_options, load_config
 from .errors import ConfigError, KernelProviderError, NoSuchKernel
+from .exec_plans import standard_inputs
 from .launcher import KernelLauncher
+from .local import exec_plan_inputs
 from .manager import PluginError, ProviderManager, env_disabled
 from .provider import KernelProvider, _problems
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
@@ -268,7 +271,12 @@ class KernelFinder:
         options.extra_argv = list(options.extra_argv)
         self.hook.kernel_launch_options(kernel_type=kernel_type, options=options)
         provider = self.providers[kernel_type.provider]
-        launcher = await provider.launch(kernel_type, options)
+        recording = exec_plan_inputs.set(self._exec_plan_inputs(provider, kernel_type,
+                                                                options))
+        try:
+            launcher = await provider.launch(kernel_type, options)
+        finally:
+            exec_plan_inputs.reset(recording)
         launcher.relaunch = lambda opts: self._launch(kernel_type, opts, True)
         launcher.on_stopped = self._stopped
         if wait_ready:
@@ -279,6 +287,22 @@ class KernelFinder:
                 raise
         self._observe("kernel_started", launcher=launcher)
         return launcher
+
+    def _exec_plan_inputs(self, provider: KernelProvider, kernel_type: KernelType,
+                          options: LaunchOptions) -> list[str] | None:
+        """What an exec plan of this launch depends on; None: do not record one (not a
+        replacing launch, a hook may change its options, or inputs unknown)."""
+        if not (options.replace_process and options.connection_file) \
+                or self.config.path is None \
+                or self.hook.kernel_launch_options.get_hookimpls():
+            return None
+        inputs = provider.launch_inputs(kernel_type)
+        if inputs is None:
+            return None
+        # the provider's own code too: an edited (editable-installed) provider counts
+        module = sys.modules.get(type(provider).__module__)
+        code = [path] if (path := getattr(module, "__file__", None)) else []
+        return [*standard_inputs(str(self.config.path)), *code, *inputs]
 
     async def attach(self, kernel_id: str, state: dict[str, Any],
                      connection_info: ConnectionInfo) -> KernelLauncher:

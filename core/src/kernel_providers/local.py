@@ -18,10 +18,12 @@ import signal as _signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from string import Template
 from typing import Literal, NoReturn
 
+from . import exec_plans
 from .connection import (
     PORT_NAMES,
     allocate_ports,
@@ -41,6 +43,10 @@ PortStrategy = Literal["kernel-binds", "allocate"]
 
 _BIND_FAILURE = re.compile(r"address already in use|EADDRINUSE", re.IGNORECASE)
 _BIND_RETRIES = 3
+
+#: The inputs of the launch under way, when its exec should be recorded as an exec plan
+#: (set by :class:`~kernel_providers.KernelFinder`); ``None``: not recorded.
+exec_plan_inputs: ContextVar[list[str] | None] = ContextVar("exec_plan_inputs", default=None)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -250,16 +256,16 @@ class _Spawner:
         return process, output, info, path
 
     def replace_process(self) -> NoReturn:
-        """Become the kernel (``exec``), on the caller's connection file."""
-        argv = self._argv(str(self.options.connection_file))
-        for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):  # Python ignores these; a
-            _signal.signal(signum, _signal.SIG_DFL)        # kernel starts with defaults
-        sys.stdout.flush()
-        sys.stderr.flush()
+        """Become the kernel (``exec``), on the caller's connection file; recorded as an
+        exec plan when the launch names its inputs (see :mod:`kernel_providers.exec_plans`)."""
+        connection_file = str(self.options.connection_file)
+        argv = self._argv(connection_file)
+        inputs = exec_plan_inputs.get()
+        if inputs is not None:
+            exec_plans.record(self.kernel_type.id, argv, self.env, self.cwd, connection_file,
+                              inputs)
         try:
-            if self.cwd:
-                os.chdir(self.cwd)
-            os.execvpe(argv[0], argv, self.env)
+            exec_plans.become(argv, self.env, self.cwd)
         except OSError as exc:
             raise LaunchFailed(
                 f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {exc.strerror};"

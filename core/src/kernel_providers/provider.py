@@ -71,6 +71,17 @@ class KernelProvider:
         """
         raise NotImplementedError
 
+    def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
+        """The files and folders whose change could change how :meth:`launch` starts
+        ``kernel_type`` on this machine (an environment's interpreter and package
+        folders, the folders discovery reads to map ids to environments ...), or
+        ``None``: unknown. A launch that replaces its caller (the Jupyter bridge's shim)
+        is recorded as an exec plan and replayed without discovery until one of these
+        changes (:mod:`kernel_providers.exec_plans`). The default, ``None``, never
+        replays; only local providers whose launch depends on files alone name them.
+        """
+        return None
+
     async def attach(self, kernel_type: KernelType, state: dict[str, Any],
                      connection_info: ConnectionInfo) -> KernelLauncher:
         """A launcher for a kernel another process started, from its launcher's

@@ -119,11 +119,12 @@ def machine(tmp_path_factory: pytest.TempPathFactory, ipykernel_wheel: Path) -> 
 @pytest.fixture
 def on_machine(machine: Machine, monkeypatch: pytest.MonkeyPatch,
                kp_isolated: Path) -> Iterator[Machine]:
-    """Point HOME (and the variables conda and virtualenv tools read) at the machine."""
+    """Point HOME (and the variables conda and virtualenv tools read) at the machine.
+    XDG_CACHE_HOME stays the test's own (kp_isolated): exec plans go there."""
     monkeypatch.setenv("HOME", str(machine.home))
     for var in ("CONDA_EXE", "MAMBA_EXE", "MAMBA_ROOT_PREFIX", "CONDA_ENVS_PATH", "CONDARC",
-                "WORKON_HOME", "PYENV_ROOT", "XDG_DATA_HOME", "XDG_CACHE_HOME",
-                "XDG_CONFIG_HOME", "POETRY_VIRTUALENVS_PATH", "CONDA_PREFIX"):
+                "WORKON_HOME", "PYENV_ROOT", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
+                "POETRY_VIRTUALENVS_PATH", "CONDA_PREFIX"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(machine.home)
     yield machine

@@ -123,3 +123,74 @@ def test_restart_after_a_killed_shim_reuses_the_ports(docker_kernel: str, tmp_pa
         second.wait(60)
     assert our_containers() == before
     assert json.loads(path.read_text())["shell_port"]  # the client's file is still there
+
+
+def _venv_kernel(tmp_path: Path, monkeypatch: Any) -> Path:
+    """A real virtualenv with ipykernel, as ``venv/planned`` (the only provider on)."""
+    from kernel_providers.testing.environments import ipykernel_wheel, make_venv
+
+    prefix = make_venv(tmp_path / "venvs" / "planned", ipykernel_wheel(tmp_path))
+    Path(os.environ["KERNEL_PROVIDERS_CONFIG"]).write_text(
+        f"[providers.venv]\ndirs = [{json.dumps(str(prefix.parent))}]\ninclude_cwd = false\n")
+    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,docker,ssh,example,spec")
+    monkeypatch.setenv("KERNEL_PROVIDERS_TRACE", "1")
+    return prefix
+
+
+def _start_and_ask(path: Path, code: str, **env: str) -> tuple[str, str]:
+    """Start the shim for ``venv/planned`` on ``path``, run ``code`` through the client's
+    own connection file, end the kernel with SIGTERM; (printed output, shim stderr)."""
+    from jupyter_client import BlockingKernelClient
+
+    process = subprocess.Popen([*SHIM, "venv/planned", "-f", str(path)],
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, **env})
+    client = BlockingKernelClient()
+    client.load_connection_file(str(path))
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        got: list[str] = []
+        reply = client.execute_interactive(
+            code, timeout=60, output_hook=lambda m: got.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok"
+    finally:
+        client.stop_channels()
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGTERM  # the kernel itself got it: no shim between
+    return "".join(got).strip(), stderr
+
+
+def test_a_venv_kernel_starts_again_from_its_exec_plan(jupyter_env: Path, tmp_path: Path,
+                                                       monkeypatch: Any) -> None:
+    prefix = _venv_kernel(tmp_path, monkeypatch)
+    code = "import os, sys; print(sys.prefix, os.environ.get('JPY_SESSION_NAME'))"
+    out, stderr = _start_and_ask(client_file(tmp_path), code, JPY_SESSION_NAME="a.ipynb")
+    assert out == f"{prefix} a.ipynb"
+    assert "replaying exec plan" not in stderr
+    out, stderr = _start_and_ask(client_file(tmp_path), code, JPY_SESSION_NAME="b.ipynb")
+    assert out == f"{prefix} b.ipynb"  # same kernel, this start's session
+    assert "replaying exec plan" in stderr
+    # A kernelspec installed into the environment changes what the id may mean:
+    # discovery runs again (and records again).
+    spec = prefix / "share" / "jupyter" / "kernels" / "other"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(
+        {"argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+         "display_name": "Other", "language": "python"}))
+    out, stderr = _start_and_ask(client_file(tmp_path), code)
+    assert out.startswith(str(prefix)) and "replaying exec plan" not in stderr
+
+
+def test_a_removed_venv_is_reported_not_replayed(jupyter_env: Path, tmp_path: Path,
+                                                 monkeypatch: Any) -> None:
+    import shutil
+
+    prefix = _venv_kernel(tmp_path, monkeypatch)
+    _start_and_ask(client_file(tmp_path), "pass")
+    shutil.rmtree(prefix)
+    result = shim("venv/planned", client_file(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "replaying exec plan" not in result.stderr
+    assert "no kernel with id 'venv/planned'" in result.stderr

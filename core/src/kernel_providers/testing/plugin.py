@@ -15,11 +15,13 @@ import pytest
 
 @pytest.fixture
 def kp_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private runtime dir and an empty config file; yields the runtime dir."""
+    """A private runtime dir, cache dir (exec plans) and an empty config file; yields the
+    runtime dir."""
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     config = tmp_path / "kernel_providers.toml"
     config.write_text("")
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("KERNEL_PROVIDERS_CONFIG", str(config))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     yield runtime

@@ -30,6 +30,7 @@ from .environments import (
     env_kernelspecs,
     find_python,
     has_package,
+    launch_inputs,
     list_kernels,
     site_packages,
     unique_names,
@@ -108,6 +109,7 @@ class CondaProvider(KernelProvider):
         self._listed: tuple[tuple[int, ...], list[Path]] | None = None
         self._kernels: Known = {}
         self._named: set[Path] = set()
+        self._inputs: list[Path] = []  # what the last listing read, besides environments
 
     # --- where conda keeps environments ------------------------------------------------
 
@@ -288,7 +290,19 @@ class CondaProvider(KernelProvider):
         dirs = self.envs_dirs(roots, condarcs)
         watched = [Path.home() / ".conda" / "environments.txt", *condarcs, *dirs]
         listed = await self._executable_envs(exe, watched)
+        # a new root install (~/miniforge3 ...) changes its parent's mtime
+        self._inputs = [*watched, *roots, *{r.parent for r in roots}, Path.home(),
+                        *([Path(exe)] if exe else [])]
         return await asyncio.to_thread(self._scan, listed, roots, dirs)
+
+    def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
+        """What the listing read, the environment's files and its ``conda env config
+        vars`` (see the base class)."""
+        inputs = launch_inputs(self._kernels, kernel_type.id, self._inputs, self._probes)
+        entry = self._kernels.get(kernel_type.id)
+        if inputs is None or entry is None:
+            return None
+        return [*inputs, str(entry[0].prefix / "conda-meta" / "state")]
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel activated in its environment (PATH, CONDA_* variables,

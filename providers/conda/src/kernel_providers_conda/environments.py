@@ -23,6 +23,7 @@ __all__ = [
     "environment_kernels",
     "find_python",
     "has_package",
+    "launch_inputs",
     "list_kernels",
     "site_packages",
     "unique_names",
@@ -137,11 +138,15 @@ class ProbeCache:
         entry = self._entries.get(prefix)
         if entry is not None and tuple(_stamp(p) for p in entry[0]) == entry[1]:
             return entry[2]
-        paths = [str(p) for p in [prefix, prefix / "lib", *self._watched(prefix)]]
+        paths = self.watched_paths(prefix)
         stamps = tuple(_stamp(p) for p in paths)
         env = self._probe(prefix)
         self._entries[prefix] = (paths, stamps, env, {})
         return env
+
+    def watched_paths(self, prefix: Path) -> list[str]:
+        """The paths whose mtimes validate the probe of ``prefix``."""
+        return [str(p) for p in [prefix, prefix / "lib", *self._watched(prefix)]]
 
     def kernels(self, env: Environment, name: str, provider: str,
                 label: str) -> list[KernelType]:
@@ -177,6 +182,23 @@ def list_kernels(names: dict[Path, str], probes: ProbeCache, exclude: Iterable[s
             kernels.append(kernel)
             known[kernel.id] = (env, name, kernel.metadata.get("kernelspec"))
     return kernels, known
+
+
+def launch_inputs(known: Known, kernel_id: str, listed: Iterable[Path],
+                  probes: ProbeCache) -> list[str] | None:
+    """What a launch of ``kernel_id`` depends on (see ``KernelProvider.launch_inputs``):
+    the folders and files discovery read to name environments (``listed``), and the
+    environment's own folders, interpreter and kernelspec."""
+    entry = known.get(kernel_id)
+    if entry is None:
+        return None
+    env, _, spec_name = entry
+    paths = [*listed, *probes.watched_paths(env.prefix)]
+    if env.python is not None:
+        paths.append(env.python)
+    if spec_name is not None:
+        paths.append(env.kernelspecs[spec_name].resource_dir / "kernel.json")
+    return [str(p) for p in paths]
 
 
 def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:

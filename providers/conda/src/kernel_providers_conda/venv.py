@@ -27,6 +27,7 @@ from .environments import (
     env_kernelspecs,
     find_python,
     has_package,
+    launch_inputs,
     list_kernels,
     site_packages,
     unique_names,
@@ -82,6 +83,7 @@ class VenvProvider(KernelProvider):
         self.config = VenvConfig()
         self._probes = ProbeCache(self._watched, self._probe)
         self._kernels: Known = {}
+        self._listed: list[Path] = []  # folders the last scan listed
 
     def search_dirs(self) -> list[tuple[Path, str]]:
         """(folder, kind) pairs searched for environments, in name-precedence order."""
@@ -91,6 +93,7 @@ class VenvProvider(KernelProvider):
 
     def _claims(self) -> list[tuple[str, Path, str]]:
         claims: list[tuple[str, Path, str]] = []
+        listed = [directory for directory, _ in self.search_dirs()]
         for directory, kind in self.search_dirs():
             try:
                 children = sorted(os.listdir(directory))
@@ -106,13 +109,16 @@ class VenvProvider(KernelProvider):
         for folder in self.config.project_dirs:
             root = Path(os.path.expanduser(folder))
             projects.append(root)
+            listed.append(root)
             try:
                 projects += sorted(p for p in root.iterdir() if p.is_dir())
             except OSError:
                 continue
         for project in projects:
+            listed.append(project / ".venv" / "pyvenv.cfg")  # one appears, or goes
             if (project / ".venv" / "pyvenv.cfg").is_file():
                 claims.append((project.name, project / ".venv", "project"))
+        self._listed = listed
         return claims
 
     @staticmethod
@@ -157,6 +163,10 @@ class VenvProvider(KernelProvider):
     async def find_kernels(self) -> list[KernelType]:
         """Virtualenvs and pyenv versions, probed by their files: no Python is started."""
         return await asyncio.to_thread(self._scan)
+
+    def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
+        """The searched folders, and the environment's files (see the base class)."""
+        return launch_inputs(self._kernels, kernel_type.id, self._listed, self._probes)
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel with the environment activated (PATH, VIRTUAL_ENV)."""

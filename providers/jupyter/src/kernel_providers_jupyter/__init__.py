@@ -8,9 +8,11 @@ plugin on every run and must not pay for importing jupyter_client.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing itself is not imported: the shim starts through here
 if TYPE_CHECKING:
+    from typing import Any
+
     from .kernelspec_files import jupyter_name
     from .kernelspecs import KernelProvidersKernelSpecManager
     from .manager import KernelProvidersKernelManager

@@ -13,105 +13,47 @@ connection file the client wrote:
   process is killed outright, the provider's orphan rules apply (container labels and
   ``kernel-providers cleanup``, the SSH supervisor ending on channel loss).
 
+A kernel on this machine started this way before, from the same folder with the same
+environment, starts again from its exec plan without discovery, as long as nothing it
+depends on changed (:mod:`kernel_providers.exec_plans`): that keeps the shim's cost
+close to a bare interpreter start.
+
 Exit status: the kernel's (a kernel killed by signal N ends this process by signal N);
 2 for an unknown kernel id or bad arguments; 3 when the kernel could not start.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
-import signal
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from kernel_providers import KernelLauncher
 
 __all__ = ["main"]
 
-EXIT_USAGE, EXIT_KERNEL_FAILED = 2, 3
-_PREFIX = "kernel-providers shim:"
 
-
-def _say(message: str) -> None:
-    print(f"{_PREFIX} {message}", file=sys.stderr, flush=True)
-
-
-def _jupyter_env() -> dict[str, str]:
-    # What a Jupyter client adds for its kernel (session name ...). A kernel on this
-    # machine inherits the whole environment anyway; a container or remote host gets
-    # only these, never a copy of this machine's environment.
-    return {k: v for k, v in os.environ.items()
-            if k.startswith("JPY_") and k != "JPY_PARENT_PID"}
-
-
-class _Signals:
-    """SIGINT, SIGTERM and SIGHUP as the shim handles them (installed before the launch:
-    a client that gives up on a slow start must not leave a container behind)."""
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.launcher: KernelLauncher | None = None
-        self._interrupts: set[asyncio.Future[None]] = set()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self._interrupt)
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(signum, self.stop.set)
-
-    def _interrupt(self) -> None:
-        if self.launcher is None:
-            return  # nothing runs yet to interrupt
-        task = asyncio.ensure_future(self.launcher.interrupt())
-        self._interrupts.add(task)
-        task.add_done_callback(self._interrupts.discard)
-
-
-async def _first(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
-    """Wait for ``work`` or ``stop``; whether ``work`` finished first."""
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    return work.done()
-
-
-async def _run(kernel_id: str, connection_file: str) -> int | None:
-    from kernel_providers import KernelFinder, KernelProviderError, LaunchOptions, NoSuchKernel
-
-    signals = _Signals()
-    options = LaunchOptions(env=_jupyter_env(), connection_file=connection_file,
-                            replace_process=True)
-    # Local kernels exec inside launch and never return; the client does the ready check.
-    launching = asyncio.ensure_future(KernelFinder().launch(kernel_id, options,
-                                                            wait_ready=False))
-    if not await _first(launching, signals.stop):
-        launching.cancel()  # providers free what a cancelled launch made
-        await asyncio.gather(launching, return_exceptions=True)
-        return -signal.SIGTERM
-    try:
-        launcher = launching.result()
-    except NoSuchKernel as exc:
-        _say(f"{exc}; if the kernel was removed, run `kernel-providers jupyter sync`")
-        return EXIT_USAGE
-    except KernelProviderError as exc:
-        _say(str(exc))
-        return EXIT_KERNEL_FAILED
-    signals.launcher = launcher
-    ended = asyncio.ensure_future(launcher.wait())
-    if not await _first(ended, signals.stop):
-        return await launcher.shutdown()
-    await launcher.cleanup()
-    status = ended.result()
-    if status:
-        _say(f"kernel {kernel_id!r} ended with status {status}")
-        if launcher.output.strip():
-            print(launcher.output[-4000:], file=sys.stderr, flush=True)
-    return status
+def _synced_form(argv: list[str]) -> tuple[str, str] | None:
+    """(kernel id, connection file) when ``argv`` is the form synced kernelspecs use."""
+    if len(argv) == 3 and argv[1] in ("-f", "--connection-file") \
+            and not argv[0].startswith("-"):
+        return argv[0], argv[2]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the shim; returns the exit status (or ends by the kernel's signal)."""
+    argv = sys.argv[1:] if argv is None else argv
+    synced = _synced_form(argv)
+    if synced is not None and os.path.isfile(synced[1]):
+        # Only this module and exec_plans are imported yet: a valid plan execs at once.
+        from kernel_providers.exec_plans import replay
+
+        replay(synced[0], os.path.abspath(synced[1]))  # returns if there is none
+
+    import argparse
+    import asyncio
+    import signal
+
+    from .supervisor import EXIT_USAGE, run, say
+
     parser = argparse.ArgumentParser(
         prog="python -m kernel_providers_jupyter.shim",
         description="Start a kernel-providers kernel on a Jupyter client's connection file.")
@@ -120,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the connection file the client wrote")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.connection_file):
-        _say(f"connection file {args.connection_file} does not exist; a Jupyter client"
-             " writes it and passes it as -f {connection_file}")
+        say(f"connection file {args.connection_file} does not exist; a Jupyter client"
+            " writes it and passes it as -f {connection_file}")
         return EXIT_USAGE
-    status = asyncio.run(_run(args.kernel_id, os.path.abspath(args.connection_file)))
+    status = asyncio.run(run(args.kernel_id, os.path.abspath(args.connection_file)))
     if status is None:
-        _say(f"the connection to kernel {args.kernel_id!r} was lost; its status is unknown")
+        say(f"the connection to kernel {args.kernel_id!r} was lost; its status is unknown")
         return 1
     if status < 0:  # killed by a signal: end the same way, as the client expects
         signal.signal(-status, signal.SIG_DFL)
