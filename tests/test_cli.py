@@ -787,3 +787,27 @@ def test_termination_signals_leave_nothing_behind(command: Command, cli_env: dic
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
+
+
+@pytest.mark.timeout(120)
+def test_a_second_signal_does_not_cut_the_shutdown_short(command: Command,
+                                                         cli_env: dict[str, str]) -> None:
+    """A service manager or an impatient user may signal twice: the command keeps shutting
+    its kernel down (it used to drop its handlers first, so the second signal killed it
+    half way, which for a container or remote kernel leaves it behind)."""
+    cli = Running(command("run", "spec/kp-py", "--code", BUSY), cli_env)
+    kernel_pid = None
+    try:
+        kernel_pid = busy_pid(cli.stdout_line())
+        cli.signal(signal.SIGTERM)
+        deadline = time.monotonic() + WAIT
+        while "shutting the kernel down" not in cli.stderr and time.monotonic() < deadline:
+            time.sleep(0.005)
+        cli.signal(signal.SIGTERM)
+        assert cli.finish() == 130, cli.stderr
+        assert "Traceback" not in cli.stderr
+        assert process_gone(kernel_pid), "the kernel outlived the command"
+        assert runtime_files(cli_env) == [], "connection file left behind"
+    finally:
+        cli.close()
+        kill_if_alive(kernel_pid)

@@ -96,3 +96,82 @@ def test_every_hook_is_documented_in_the_spec_and_the_docs() -> None:
         args = ", ".join(inspect.signature(fn).parameters)
         heading = rf"^##+ `?{re.escape(name)}\({re.escape(args)}\)`?\s*$"
         assert re.search(heading, text, re.MULTILINE), f"{DOCS} lacks '## {name}({args})'"
+
+
+def _launch_and_stop(finder: Any, code: str | None = None) -> str:
+    async def scenario() -> str:
+        launcher = await finder.launch("test/python")
+        out = ""
+        if code is not None:
+            out, _, _ = await run_code(launcher, code)
+        await launcher.shutdown()
+        return out
+
+    return asyncio.run(scenario())
+
+
+def test_observer_hooks_run_in_pluggys_order(kp_isolated: Path, make_finder: Any) -> None:
+    heard: list[str] = []
+
+    def observer(name: str, **opts: Any) -> Any:
+        class Observer:
+            @hookimpl(**opts)
+            def kernel_started(self, launcher: KernelLauncher) -> None:
+                heard.append(f"started:{name}")
+
+            @hookimpl(**opts)
+            def kernel_stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+                heard.append(f"stopped:{name}")
+        return Observer()
+
+    # pluggy: tryfirst first, trylast last, the others newest first.
+    finder = make_finder(observer("last", trylast=True), observer("old"),
+                         observer("first", tryfirst=True), observer("new"))
+    _launch_and_stop(finder)
+    order = ["first", "new", "old", "last"]
+    assert heard == [f"started:{n}" for n in order] + [f"stopped:{n}" for n in order]
+
+
+def test_wrappers_of_per_plugin_hooks_are_refused_and_others_honoured(
+        kp_isolated: Path, make_finder: Any) -> None:
+    import pytest
+
+    class WrapsStarted:
+        @hookimpl(wrapper=True)
+        def kernel_started(self, launcher: KernelLauncher) -> Any:
+            return (yield)
+
+    finder = make_finder()
+    with pytest.raises(ValueError, match="kernel_started is called for each plugin on its"
+                                         " own, so it cannot be a wrapper"):
+        finder.register(WrapsStarted(), name="wraps-started")
+    assert not finder.manager.has_plugin("wraps-started")
+
+    class WrapsOptions:
+        """A wrapper sees the options after every plain hookimpl changed them."""
+
+        @hookimpl(wrapper=True)
+        def kernel_launch_options(self, kernel_type: KernelType,
+                                  options: LaunchOptions) -> Any:
+            result = yield
+            options.env["KP_WRAPPED"] = f"after {options.env.get('KP_FROM_HOOK')}"
+            return result
+
+    finder.register(WrapsOptions())
+    finder.register(Recorder())
+    out = _launch_and_stop(finder, "import os; print(os.environ['KP_WRAPPED'])")
+    assert out == "after set for test/python\n"
+
+
+def test_trace_shows_every_hook_call(kp_isolated: Path, make_finder: Any, fake_dists: Path,
+                                     monkeypatch: Any, capsys: Any) -> None:
+    from kernel_providers.cli import main
+
+    monkeypatch.setenv("KERNEL_PROVIDERS_TRACE", "1")
+    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "fakebroken,fakedup")
+    assert main(["fakegood-hello", "world"]) == 0
+    finder = make_finder(Recorder())
+    _launch_and_stop(finder)
+    err = capsys.readouterr().err
+    for name in HOOKS:
+        assert re.search(rf"^ *{name} \[hook\]", err, re.MULTILINE), f"{name} not traced"

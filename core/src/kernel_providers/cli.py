@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -17,14 +16,14 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
-from .manager import ProviderManager, _truthy, env_disabled
+from .manager import _truthy
 
 if TYPE_CHECKING:
     from .protocol import Message
@@ -51,11 +50,18 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+_finder: KernelFinder | None = None
+
+
 def _make_finder() -> KernelFinder:
-    try:
-        return KernelFinder()
-    except ConfigError as exc:
-        raise _Exit(EXIT_USAGE, f"error: {exc}") from None
+    """The command's one finder (and so one plugin manager), made on first use."""
+    global _finder
+    if _finder is None:
+        try:
+            _finder = KernelFinder()
+        except ConfigError as exc:
+            raise _Exit(EXIT_USAGE, f"error: {exc}") from None
+    return _finder
 
 
 def _report_problems(finder: KernelFinder) -> None:
@@ -158,14 +164,14 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
 # --- run / launch ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _no_sigint_handler(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signum)
+_ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _patient_while_shutting_down(loop: asyncio.AbstractEventLoop) -> None:
+    """From here on, until the command returns, a signal does not end this process half
+    way through a shutdown (that would leave a container or remote kernel behind)."""
+    for signum in _ENDING_SIGNALS:
+        loop.add_signal_handler(signum, _err, "still shutting the kernel down; a moment")
 
 
 async def _spinner(text: str) -> None:
@@ -237,17 +243,19 @@ async def cmd_run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, execution.cancel)
     try:
-        with _no_sigint_handler(loop):
-            reply = await execution
+        reply = await execution
     except asyncio.CancelledError:
+        _patient_while_shutting_down(loop)
         _err("shutting the kernel down")
         await launcher.shutdown()
         return EXIT_INTERRUPTED
     except BaseException:
         # Whatever went wrong here (the kernel died, stdout was closed under us): the
         # kernel and everything its launch made go too.
+        _patient_while_shutting_down(loop)
         await asyncio.shield(launcher.cleanup())
         raise
+    _patient_while_shutting_down(loop)
     await launcher.shutdown()
     return EXIT_OK if reply["content"].get("status") == "ok" else EXIT_CODE_RAISED
 
@@ -265,14 +273,13 @@ async def cmd_launch(args: argparse.Namespace) -> int:
              f" `jupyter console --existing {launcher.connection_file}`; Ctrl-C stops it")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in _ENDING_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     ended = asyncio.ensure_future(launcher.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.remove_signal_handler(signum)
+    _patient_while_shutting_down(loop)
     if ended.done():
         status = ended.result()
         await launcher.cleanup()
@@ -334,13 +341,10 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
 
 def _plugin_commands(sub: Any) -> None:
-    manager = ProviderManager()
-    manager.load_entry_points(env_disabled())
-    for impl in manager.hook.register_cli_commands.get_hookimpls():
-        try:
-            impl.function(sub)
-        except Exception as exc:
-            _err(f"warning: plugin {impl.plugin_name!r} could not add its commands: {exc}")
+    def failed(plugin: str, exc: Exception) -> None:
+        _err(f"warning: plugin {plugin!r} could not add its commands: {exc}")
+
+    _make_finder().manager.call_each("register_cli_commands", failed, subparsers=sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,9 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((w for w in words if not w.startswith("-")), None)
-    # Plugins' commands are only loaded when a built-in one is not asked for.
-    args = _parser(with_plugins=command not in BUILTIN_COMMANDS).parse_args(words)
+    global _finder
+    _finder = None
     try:
+        # Plugins' commands are only loaded when a built-in one is not asked for.
+        args = _parser(with_plugins=command not in BUILTIN_COMMANDS).parse_args(words)
+        args.finder = _finder  # a plugin's command reuses the finder that loaded it
         status: int = asyncio.run(args.handler(args))
         return status
     except _Exit as exc:

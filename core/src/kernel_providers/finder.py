@@ -320,11 +320,9 @@ class KernelFinder:
         self._observe("kernel_stopped", launcher=launcher, status=status)
 
     def _observe(self, name: str, **kwargs: Any) -> None:
-        # Each observer on its own: one that raises is logged, the others still hear
-        # (a plain hook call would stop at the first exception).
-        for impl in getattr(self.hook, name).get_hookimpls():
-            try:
-                impl.function(*(kwargs[arg] for arg in impl.argnames))
-            except Exception:
-                log.exception("the %s hook of plugin %r failed for %s", name,
-                              impl.plugin_name, kwargs["launcher"].kernel_type.id)
+        def failed(plugin: str, exc: Exception) -> None:
+            log.error("the %s hook of plugin %r failed for %s: %s: %s", name, plugin,
+                      kwargs["launcher"].kernel_type.id, type(exc).__name__, exc,
+                      exc_info=exc)
+
+        self.manager.call_each(name, failed, **kwargs)

@@ -50,7 +50,9 @@ def register_cli_commands(subparsers: Any) -> None:
     parser is built (a plugin that raises is reported and left out). Add parsers with
     ``subparsers.add_parser(...)`` and set ``handler`` to an async function taking the
     parsed arguments and returning the exit status:
-    ``parser.set_defaults(handler=run)``.
+    ``parser.set_defaults(handler=run)``. ``args.finder`` is the command's
+    :class:`~kernel_providers.KernelFinder` (the one that loaded the plugins); use it
+    rather than making another.
 
     :param subparsers: the ``argparse`` subparsers action of ``kernel-providers``.
     """

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,14 @@ from .entry_points import EntryPoint, entry_points
 from .provider import KernelProvider
 from .types import validate_provider_id
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginError", "ProviderManager", "env_disabled"]
+__all__ = ["ENTRY_POINT_GROUP", "PER_PLUGIN_HOOKS", "PluginError", "ProviderManager",
+           "env_disabled"]
 
 ENTRY_POINT_GROUP = "kernel_providers"
+#: Hooks called for each plugin on its own (one that raises is reported, the others
+#: still run); they cannot have wrappers.
+PER_PLUGIN_HOOKS = frozenset({"register_kernel_providers", "register_cli_commands",
+                              "kernel_started", "kernel_stopped"})
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,39 @@ class ProviderManager(pluggy.PluginManager):
             self.trace.root.setwriter(sys.stderr.write)
             self.enable_tracing()
 
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """pluggy's ``register``, refusing wrappers of the hooks called per plugin."""
+        registered = super().register(plugin, name)
+        for caller in self.get_hookcallers(plugin) or ():
+            if caller.name in PER_PLUGIN_HOOKS and any(
+                    impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
+                    for impl in caller.get_hookimpls()):
+                self.unregister(plugin)
+                raise ValueError(
+                    f"plugin {registered!r}: {caller.name} is called for each plugin on its"
+                    " own, so it cannot be a wrapper (wrapper=True / hookwrapper=True);"
+                    " make it a plain @hookimpl")
+        return registered
+
+    def call_each(self, name: str, on_error: Callable[[str, Exception], None],
+                  **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call hook ``name`` for each plugin on its own, in pluggy's order and through
+        pluggy (so ``tryfirst``/``trylast`` and ``KERNEL_PROVIDERS_TRACE`` apply); returns
+        (plugin name, result) of those that returned, and hands (plugin name, exception)
+        of those that raised to ``on_error``: one failing plugin never silences another
+        (a plain hook call would stop at the first exception)."""
+        impls = getattr(self.hook, name).get_hookimpls()
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(impls):  # pluggy calls the last of the list first
+            others = [other.plugin for other in impls if other is not impl]
+            try:
+                returned = self.subset_hook_caller(name, others)(**kwargs)
+            except Exception as exc:
+                on_error(impl.plugin_name, exc)
+                continue
+            results.append((impl.plugin_name, returned[0] if returned else None))
+        return results
+
     def register_plugin(self, plugin: Any, name: str | None = None,
                         distribution: str | None = None, version: str | None = None) -> str:
         """Register ``plugin`` (a module or object with hookimpls); returns its name."""
@@ -115,15 +154,19 @@ class ProviderManager(pluggy.PluginManager):
         duplicate id keeps the first provider and reports both distributions.
         """
         providers: dict[str, KernelProvider] = {}
-        for impl in self.hook.register_kernel_providers.get_hookimpls():  # registration order
-            name = impl.plugin_name
+
+        def failed(name: str, exc: Exception) -> None:
+            self._fail(name, self._origins.get(name, (None, None))[0],
+                       f"register_kernel_providers raised {type(exc).__name__}: {exc}")
+
+        # In registration order (pluggy calls the newest first): the first keeps an id.
+        returned = self.call_each("register_kernel_providers", failed)
+        for name, result in reversed(returned):
             dist, version = self._origins.get(name, (None, None))
             try:
-                result: Any = impl.function()
-                yielded: list[Any] = list(result or ())
+                yielded: list[Any] = list(result or ())  # a generator runs only now
             except Exception as exc:
-                self._fail(name, dist, f"register_kernel_providers raised"
-                           f" {type(exc).__name__}: {exc}")
+                failed(name, exc)
                 continue
             for provider in yielded:
                 if not isinstance(provider, KernelProvider):

@@ -1,8 +1,9 @@
 """The launcher-contract conformance suite, run against one kernel id of a provider.
 
 Every test starts real kernels through :class:`~kernel_providers.KernelFinder` and
-checks the contract of DESIGN.md end to end. The kernel must be a Python kernel
-(ipykernel): the tests run small Python snippets in it.
+checks the launcher contract (docs/concepts.md, "The launcher contract") end to end.
+The kernel must be a Python kernel (ipykernel): the tests run small Python snippets in
+it.
 """
 
 from __future__ import annotations

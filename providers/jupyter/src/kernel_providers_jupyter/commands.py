@@ -76,7 +76,8 @@ async def _sync_once(args: argparse.Namespace, quiet_unchanged: bool = False) ->
 
     from .sync import sync_kernelspecs
 
-    finder = KernelFinder()
+    # The command's own finder, except when watching: each round reads the config again.
+    finder = (None if quiet_unchanged else getattr(args, "finder", None)) or KernelFinder()
     providers = set(args.provider or ())
     for provider in providers:
         if provider not in finder.providers:
