@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import KernelFinder, LaunchFailed, ProviderUnavailable
+from kernel_providers import KernelFinder, LaunchFailed, LaunchOptions, ProviderUnavailable
 from kernel_providers.testing import ConformanceSuite, run_code
 
 IMAGE_ID = "docker/kernel-providers-test:bookworm"
@@ -178,3 +178,83 @@ def test_orphaned_containers_are_cleaned_up(docker_finder: Any, docker_client: A
         proc.wait(30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# --- the launch's cwd: mounted at mount_cwd and worked in, or ignored without it ---
+
+CWD_PROBE = "import json, os; print(json.dumps([os.getcwd(), sorted(os.listdir())]))"
+
+
+def folder(path: Path, marker: str) -> Path:
+    """``path`` created, holding a file named ``marker`` to recognise it by."""
+    path.mkdir()
+    (path / marker).write_text(marker)
+    return path
+
+
+async def kernel_cwd(finder: KernelFinder, options: LaunchOptions) -> tuple[str, list[str]]:
+    """The kernel's working directory and what it lists there."""
+    launcher = await finder.launch(IMAGE_ID, options)
+    try:
+        out, _, _ = await run_code(launcher, CWD_PROBE)
+    finally:
+        await launcher.shutdown()
+    cwd, listing = json.loads(out)
+    return cwd, listing
+
+
+def test_mount_cwd_mounts_the_clients_cwd(docker_finder: Any, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    notebooks = folder(tmp_path / "notebooks", "notebook-file.txt")
+    monkeypatch.chdir(folder(tmp_path / "manager", "manager-file.txt"))
+    finder = docker_finder(mount_cwd="/work")
+    cwd, listing = asyncio.run(kernel_cwd(finder, LaunchOptions(cwd=str(notebooks))))
+    assert cwd == "/work"
+    assert listing == ["notebook-file.txt"]
+
+
+def test_mount_cwd_mounts_the_managers_cwd_at_launch(docker_finder: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(folder(tmp_path / "at-listing", "listing-file.txt"))
+    finder = docker_finder(mount_cwd="/work")
+    asyncio.run(finder.find_kernels())
+    # The folder current when the kernel starts, not when kernels were listed.
+    monkeypatch.chdir(folder(tmp_path / "at-launch", "launch-file.txt"))
+    cwd, listing = asyncio.run(kernel_cwd(finder, LaunchOptions()))
+    assert cwd == "/work"
+    assert listing == ["launch-file.txt"]
+
+
+def test_cwd_is_ignored_without_mount_cwd(docker_finder: Any, docker_client: Any,
+                                          test_image: str, tmp_path: Path) -> None:
+    # Nothing of this machine is mounted: a host path means nothing in the container.
+    notebooks = folder(tmp_path / "notebooks", "notebook-file.txt")
+    image_dir = docker_client.images.get(test_image).attrs["Config"].get("WorkingDir") or "/"
+    cwd, listing = asyncio.run(kernel_cwd(docker_finder(), LaunchOptions(cwd=str(notebooks))))
+    assert cwd == image_dir
+    assert "notebook-file.txt" not in listing
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_mount_cwd_of_a_folder_that_is_not_there(docker_finder: Any, docker_client: Any,
+                                                 tmp_path: Path, kind: str) -> None:
+    cwd = tmp_path / "notebooks"
+    if kind == "file":
+        cwd.write_text("not a folder")
+    finder = docker_finder(mount_cwd="/work")
+    before = {c.id for c in docker_client.containers.list(
+        all=True, filters={"label": "io.kernel-providers.managed=1"})}
+
+    async def scenario() -> None:
+        with pytest.raises(LaunchFailed) as failed:
+            await finder.launch(IMAGE_ID, LaunchOptions(cwd=str(cwd)))
+        message = str(failed.value)
+        assert IMAGE_ID in message and str(cwd) in message and "/work" in message
+        assert ("does not exist" if kind == "missing" else "is not a folder") in message
+        assert "pass an existing folder as cwd" in message
+
+    asyncio.run(scenario())
+    after = {c.id for c in docker_client.containers.list(
+        all=True, filters={"label": "io.kernel-providers.managed=1"})}
+    assert after == before
+    assert cwd.exists() == (kind == "file")  # Docker did not create it either

@@ -30,7 +30,8 @@ class DockerConfig:
     env: dict[str, str] = field(default_factory=dict)
     #: volumes, "host-path:container-path[:ro]"
     mounts: list[str] = field(default_factory=list)
-    #: mount the current directory at this path inside the container (and work there)
+    #: mount the launch's folder (its cwd, else the current directory) at this path
+    #: inside the container, and work there
     mount_cwd: str | None = None
     mem_limit: str | None = None
     cpus: float | None = None

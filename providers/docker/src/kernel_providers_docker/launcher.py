@@ -60,7 +60,8 @@ class LaunchTarget:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
-    working_dir: str | None = None
+    #: where the launch's folder (its cwd, else ours) is mounted and the kernel works
+    mount_cwd: str | None = None
     mem_limit: str | None = None
     cpus: float | None = None
     network: str | None = None
@@ -193,19 +194,45 @@ def _mounts(specs: list[str]) -> dict[str, dict[str, str]]:
     return volumes
 
 
+def _host_cwd(kernel_type: KernelType, target: LaunchTarget,
+              options: LaunchOptions) -> str | None:
+    """The folder to mount at ``target.mount_cwd``: the caller's cwd, else ours.
+
+    Without mount_cwd the container has none of this machine's folders, so a cwd (a
+    path on this machine) means nothing there: the image's working dir applies.
+    """
+    if not target.mount_cwd:
+        return None
+    try:
+        host = os.path.abspath(options.cwd or os.getcwd())
+    except FileNotFoundError:  # our own cwd was deleted
+        host = "(the current directory, deleted)"
+    if not os.path.isdir(host):  # Docker would create a missing one, owned by root
+        problem = "is not a folder" if os.path.exists(host) else "does not exist"
+        raise LaunchFailed(
+            f"cannot start {kernel_type.id}: its working folder {host} {problem} on this"
+            f" machine ([providers.docker] mount_cwd mounts it at {target.mount_cwd});"
+            " pass an existing folder as cwd, or start from one")
+    return host
+
+
 def _create_and_start(client: DockerClient, kernel_type: KernelType, target: LaunchTarget,
                       options: LaunchOptions, inner: dict[str, Any],
-                      host_ports: dict[str, int | None]) -> Container:
+                      host_ports: dict[str, int | None], host_cwd: str | None) -> Container:
+    from docker.types import Mount
+
     argv = substitute_argv([*target.argv, *options.extra_argv],
                            f"{CONNECTION_DIR}/{CONNECTION_NAME}")
+    # A structured bind (not a "host:container" string): any path works, ':' included.
+    cwd_mount = [Mount(target.mount_cwd, host_cwd, type="bind")] if host_cwd else None
     container = client.containers.create(
         target.image, command=argv, detach=True, init=True,
         environment={**target.env, **options.env},
         labels={MANAGED: "1", KERNEL_ID: kernel_type.id, LAUNCHER: launcher_stamp()},
         ports={f"{CONTAINER_PORTS[p]}/tcp": ("127.0.0.1", host_ports.get(p))
                for p in PORT_NAMES},
-        volumes=_mounts(target.mounts) or None,
-        working_dir=options.cwd if options.cwd and target.working_dir else target.working_dir,
+        volumes=_mounts(target.mounts) or None, mounts=cwd_mount,
+        working_dir=target.mount_cwd if host_cwd else None,
         mem_limit=target.mem_limit,
         nano_cpus=int(target.cpus * 1e9) if target.cpus else None,
         network=target.network, user=target.user,
@@ -233,6 +260,7 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
 
     from .images import ensure_image
 
+    host_cwd = _host_cwd(kernel_type, target, options)  # before a pull: fail fast
     await ensure_image(client, target.image, target.pull, target.pull_timeout)
     dictated = dictated_connection(options, kernel_type.id, remote=True)
     reuse = dictated or options.connection_info or {}
@@ -245,7 +273,7 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     try:
         try:
             container = await asyncio.to_thread(_create_and_start, client, kernel_type,
-                                                target, options, inner, wanted)
+                                                target, options, inner, wanted, host_cwd)
         except APIError as exc:
             if not any(wanted.values()) or not any(t in str(exc) for t in _PORT_TAKEN):
                 raise
@@ -258,7 +286,7 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
                     " picks new ports) or end what holds the port") from None
             # A restart asked for its old host ports and one was taken: take new ones.
             container = await asyncio.to_thread(_create_and_start, client, kernel_type,
-                                                target, options, inner, {})
+                                                target, options, inner, {}, host_cwd)
     except ImageNotFound:
         raise LaunchFailed(f"image {target.image!r} is not present on the Docker engine;"
                            f" `docker pull {target.image}` or set pull = 'missing'") from None

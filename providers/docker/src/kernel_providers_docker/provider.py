@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -70,10 +69,6 @@ class DockerProvider(KernelProvider):
         if pull not in PULL_POLICIES:
             raise ConfigError(f"[providers.docker] pull must be one of {PULL_POLICIES}")
         mounts = [*c.mounts, *(entry.mounts if entry is not None else [])]
-        working_dir = None
-        if c.mount_cwd:
-            mounts.append(f"{os.getcwd()}:{c.mount_cwd}")
-            working_dir = c.mount_cwd
 
         def pick(name: str) -> Any:
             value = getattr(entry, name, None) if entry is not None else None
@@ -81,7 +76,7 @@ class DockerProvider(KernelProvider):
 
         return LaunchTarget(
             image=image, argv=argv, env={**c.env, **env}, mounts=mounts,
-            working_dir=working_dir, mem_limit=pick("mem_limit"), cpus=pick("cpus"),
+            mount_cwd=c.mount_cwd, mem_limit=pick("mem_limit"), cpus=pick("cpus"),
             network=pick("network"), user=pick("user"), pull=pull,
             pull_timeout=c.pull_timeout)
 
