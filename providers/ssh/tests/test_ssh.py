@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import KernelFinder
+from kernel_providers import KernelFinder, LaunchOptions
 from kernel_providers.testing import ConformanceSuite, run_code
 
 KERNEL = "ssh/testbox/python3"
@@ -141,5 +141,27 @@ def test_remote_kill_is_noticed(ssh_finder: Any, sshd: Any) -> None:
         sshd.exec("kill", "-9", str(launcher.remote_pid))  # type: ignore[attr-defined]
         assert await asyncio.wait_for(launcher.wait(), 30) == -signal.SIGKILL
         await launcher.cleanup()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("requested", ["/nonexistent/kp-local-notebooks", "/tmp"])
+def test_cwd_is_used_only_where_the_remote_host_has_it(ssh_finder: Any, sshd: Any,
+                                                         requested: str) -> None:
+    # jupyter_server passes the notebook's local folder: the remote kernel works there if
+    # the host has that folder (a shared filesystem), else in the remote home; never fails.
+    finder = ssh_finder()
+    exists = requested == "/tmp"
+
+    async def scenario() -> None:
+        launcher = await finder.launch(KERNEL, LaunchOptions(cwd=requested))
+        try:
+            out, _, _ = await run_code(launcher, "import os; print(os.getcwd())")
+            assert out.strip() == (requested if exists else sshd.home)
+            assert launcher.remote_cwd == out.strip()  # type: ignore[attr-defined]
+            if not exists:  # said where the user sees a kernel's output
+                assert f"{requested} does not exist on" in launcher.output
+        finally:
+            await launcher.shutdown()
 
     asyncio.run(scenario())

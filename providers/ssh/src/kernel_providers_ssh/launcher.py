@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import posixpath
 import signal as _signal
 import time
@@ -40,9 +41,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SSHLauncher", "start_remote_kernel"]
 
+log = logging.getLogger(__name__)
+
 
 class SSHLauncher(KernelLauncher):
-    """A remote kernel. ``remote_pid`` is its pid (and process group) on the host."""
+    """A remote kernel. ``remote_pid`` is its pid (and process group) on the host;
+    ``remote_cwd`` the folder it runs in there."""
 
     def __init__(self, kernel_type: KernelType, connection_info: Any, connection_file: str,
                  options: LaunchOptions, host: str, pool: HostPool,
@@ -58,6 +62,7 @@ class SSHLauncher(KernelLauncher):
         self._conn = conn
         self._control = asyncio.ensure_future(self._read_control())
         self._stderr_reader: asyncio.Future[None] | None = None
+        self.remote_cwd = ""
 
     async def _read_control(self) -> None:
         status: int | None = None
@@ -164,6 +169,7 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         command = substitute_argv([*argv, *options.extra_argv], remote_file, resource_dir)
         process = await conn.create_process(bootstrap_command(config.python), encoding=None)
         stderr_reader = asyncio.ensure_future(_read_stderr(process, output))
+        # The supervisor uses cwd only where the host has that folder (see NANNY).
         process.stdin.write(first_lines(NANNY, {"argv": command, "env": {**env, **options.env},
                                                 "cwd": options.cwd}).encode())
         first = await asyncio.wait_for(process.stdout.readline(), ready_seconds(options))
@@ -199,6 +205,9 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         launcher = SSHLauncher(kernel_type, local, path, options, host, pool,
                                conn, process, output, int(started["pid"]), remote_file, forwards)
         launcher._stderr_reader = stderr_reader
+        launcher.remote_cwd = str(started.get("cwd", ""))
+        log.debug("%s on %s runs in %s (cwd asked: %s)", kernel_type.id, host,
+                  launcher.remote_cwd, options.cwd)
         return launcher
     except BaseException:
         for listener in forwards:

@@ -51,16 +51,32 @@ except Exception:
 sys.stdout.write(json.dumps(out) + "\n")
 '''
 
-# Starts the kernel in its own process group, reports {"pid"} and {"exit"} on stdout,
-# relays {"signal": n} from stdin to the group, forwards the kernel's output to stderr,
-# and ends the kernel when stdin closes (the SSH channel or connection went away).
+# Starts the kernel in its own process group, reports {"pid", "cwd"} and {"exit"} on
+# stdout, relays {"signal": n} from stdin to the group, forwards the kernel's output to
+# stderr, and ends the kernel when stdin closes (the SSH channel or connection went away).
 NANNY = r'''
-import json, os, signal, subprocess, sys, threading, time
+import json, os, signal, socket, subprocess, sys, threading, time
 config = json.loads(sys.stdin.readline())
 env = dict(os.environ)
 env.update(config["env"])
+def workdir(wanted):
+    # A client's cwd names a folder on the client's machine (jupyter_server's notebook
+    # folder): used where this host has it too (a shared filesystem), else the folder
+    # sshd started this login in (the home; "/" if the home is missing).
+    home = os.getcwd()
+    if not wanted:
+        return home
+    path = os.path.join(home, wanted)  # a relative one from there, as ssh would
+    if os.path.isdir(path) and os.access(path, os.X_OK):
+        return path
+    why = "is not a folder you can enter" if os.path.exists(path) else "does not exist"
+    sys.stderr.write("[kernel-providers: cwd %s %s on %s; the kernel runs in %s]\n"
+                     % (wanted, why, socket.gethostname(), home))
+    sys.stderr.flush()
+    return home
+cwd = workdir(config.get("cwd"))
 try:
-    kernel = subprocess.Popen(config["argv"], env=env, cwd=config.get("cwd") or None,
+    kernel = subprocess.Popen(config["argv"], env=env, cwd=cwd,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
 except OSError as exc:
@@ -96,7 +112,7 @@ def control():
 pumping = threading.Thread(target=pump, daemon=True)
 pumping.start()
 threading.Thread(target=control, daemon=True).start()
-say({"pid": kernel.pid})
+say({"pid": kernel.pid, "cwd": cwd})
 status = kernel.wait()
 pumping.join(5)  # the kernel's last words before its exit status
 group(signal.SIGKILL)
