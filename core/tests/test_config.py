@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import ConfigError, ConfigWarning, KernelProvider, KernelType, load_config
+from kernel_providers import (
+    ConfigError,
+    ConfigWarning,
+    KernelProvider,
+    KernelType,
+    LaunchFailed,
+    load_config,
+)
 from kernel_providers.config import config_path
 
 
@@ -70,6 +77,9 @@ class Configurable(KernelProvider):
     async def find_kernels(self) -> list[KernelType]:
         return [KernelType(id=f"conf/{n}", display_name=n, language="x", provider="conf")
                 for n in self.config.names[: self.config.limit]]
+
+    async def launch(self, kernel_type: KernelType, options: Any) -> Any:
+        raise LaunchFailed(f"{kernel_type.id}: this test provider only lists")
 
 
 class Plugin:

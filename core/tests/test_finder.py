@@ -12,6 +12,7 @@ from kernel_providers import (
     KernelFinder,
     KernelProvider,
     KernelType,
+    LaunchFailed,
     NoSuchKernel,
     ProviderUnavailable,
     hookimpl,
@@ -24,7 +25,14 @@ def kt(provider: str, name: str) -> KernelType:
                       provider=provider)
 
 
-class ListProvider(KernelProvider):
+class Listing(KernelProvider):  # type: ignore[type-arg]
+    """A provider whose kernels are only listed in these tests, never launched."""
+
+    async def launch(self, kernel_type: KernelType, options: Any) -> Any:
+        raise LaunchFailed(f"{kernel_type.id}: this test provider only lists")
+
+
+class ListProvider(Listing):
     """Lists a fixed set of names; counts how often it was asked."""
 
     def __init__(self, pid: str, names: list[str]) -> None:
@@ -49,26 +57,26 @@ def finder_with(*providers: KernelProvider, **config: Any) -> KernelFinder:
 
 
 def test_failing_and_hanging_providers_never_break_the_list() -> None:
-    class Raising(KernelProvider):
+    class Raising(Listing):
         id = "raising"
 
         async def find_kernels(self) -> list[KernelType]:
             raise ProviderUnavailable("engine not reachable at /nowhere: is it running?")
 
-    class Crashing(KernelProvider):
+    class Crashing(Listing):
         id = "crashing"
 
         async def find_kernels(self) -> list[KernelType]:
             return {}["missing"]  # type: ignore[no-any-return]
 
-    class Hanging(KernelProvider):
+    class Hanging(Listing):
         id = "hanging"
 
         async def find_kernels(self) -> list[KernelType]:
             await asyncio.sleep(3600)
             return []
 
-    class Junk(KernelProvider):
+    class Junk(Listing):
         id = "junk"
 
         async def find_kernels(self) -> list[KernelType]:
@@ -95,7 +103,7 @@ def test_providers_are_asked_concurrently() -> None:
     # Each provider waits until the other has started: only concurrent discovery ends.
     events: dict[str, asyncio.Event] = {}
 
-    class Waiting(KernelProvider):
+    class Waiting(Listing):
         def __init__(self, me: str, other: str) -> None:
             self.id, self.other = me, other  # type: ignore[misc]
 
@@ -165,7 +173,7 @@ def test_provider_filter_and_disable_switches(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_problems_reported_during_discovery_are_kept_per_provider() -> None:
-    class Noisy(KernelProvider):
+    class Noisy(Listing):
         id = "noisy"
 
         async def find_kernels(self) -> list[KernelType]:

@@ -29,3 +29,45 @@ def test_public_api_is_documented_and_typed() -> None:
         obj = getattr(kernel_providers, name)
         if isinstance(obj, type) or callable(obj):
             assert (obj.__doc__ or "").strip(), f"kernel_providers.{name} has no docstring"
+
+
+REPO = Path(__file__).resolve().parents[2]
+PROVIDER_SOURCES = [REPO / "providers" / name / "src" for name in
+                    ("conda", "docker", "kernelspec", "ssh")] + [
+    REPO / "docs" / "example-provider" / "src"]
+
+
+def _core_imports(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [m for m in modules if m.split(".")[0] == "kernel_providers"]
+    return found
+
+
+def test_providers_import_only_the_declared_toolkit() -> None:
+    from kernel_providers import sdk
+
+    offenders = []
+    for source in PROVIDER_SOURCES:
+        files = sorted(source.rglob("*.py"))
+        assert files, f"no sources under {source}"
+        for path in files:
+            for module in _core_imports(path):
+                # test helpers shipped for a provider's users may build on the core's
+                helper = path.name == "testing.py" and module.startswith("kernel_providers.testing")
+                if module == "kernel_providers.sdk" or helper:
+                    continue
+                offenders.append(f"{path.relative_to(REPO)}: {module}")
+    assert offenders == [], "providers must import the core only through kernel_providers.sdk"
+    for name in sdk.__all__:  # every name resolves, and is documented where it is code
+        obj = getattr(sdk, name)
+        if (isinstance(obj, type) or callable(obj)) and name != "InterruptMode":  # a Literal
+            assert (obj.__doc__ or "").strip(), f"kernel_providers.sdk.{name} has no docstring"

@@ -70,7 +70,7 @@ class KernelFinder:
         self.config = config if config is not None else load_config()
         self.disabled = env_disabled() | set(self.config.disable)
         self.manager = ProviderManager()
-        self._providers: dict[str, KernelProvider] | None = None
+        self._providers: dict[str, KernelProvider[Any]] | None = None
         self._config_errors: dict[str, str] = {}
         self._cache: dict[str, _Discovery] = {}
         self._running: dict[str, asyncio.Future[_Discovery]] = {}
@@ -99,7 +99,7 @@ class KernelFinder:
         return list(self.manager.errors)
 
     @property
-    def providers(self) -> dict[str, KernelProvider]:
+    def providers(self) -> dict[str, KernelProvider[Any]]:
         """Registered providers by id, sorted, each configured from its config table."""
         if self._providers is None:
             found = self.manager.collect_providers(self.disabled)
@@ -109,7 +109,7 @@ class KernelFinder:
             self._providers = dict(sorted(found.items()))
         return self._providers
 
-    def _configure(self, provider: KernelProvider) -> None:
+    def _configure(self, provider: KernelProvider[Any]) -> None:
         table = self.config.provider_table(provider.id)
         if provider.config_class is None:
             return
@@ -119,7 +119,7 @@ class KernelFinder:
         except ConfigError as exc:
             self._config_errors[provider.id] = str(exc)
 
-    def _provider(self, provider_id: str) -> KernelProvider:
+    def _provider(self, provider_id: str) -> KernelProvider[Any]:
         try:
             return self.providers[provider_id]
         except KeyError:
@@ -167,7 +167,7 @@ class KernelFinder:
                 out.append(self._new_report(provider))
         return out
 
-    def _new_report(self, provider: KernelProvider) -> ProviderReport:
+    def _new_report(self, provider: KernelProvider[Any]) -> ProviderReport:
         return ProviderReport(provider.id, provider.plugin_name, provider.distribution,
                               provider.version)
 
@@ -180,7 +180,7 @@ class KernelFinder:
             running.add_done_callback(lambda _: self._running.pop(provider_id, None))
         return await asyncio.shield(running)
 
-    async def _discover(self, provider: KernelProvider) -> _Discovery:
+    async def _discover(self, provider: KernelProvider[Any]) -> _Discovery:
         report = self._new_report(provider)
         started = time.perf_counter()
         kernels: list[KernelType] = []
@@ -277,8 +277,7 @@ class KernelFinder:
             launcher = await provider.launch(kernel_type, options)
         finally:
             exec_plan_inputs.reset(recording)
-        launcher.relaunch = lambda opts: self._launch(kernel_type, opts, True)
-        launcher.on_stopped = self._stopped
+        launcher.managed_by(self)
         if wait_ready:
             try:
                 await launcher.wait_ready(ready_seconds(options))
@@ -288,7 +287,7 @@ class KernelFinder:
         self._observe("kernel_started", launcher=launcher)
         return launcher
 
-    def _exec_plan_inputs(self, provider: KernelProvider, kernel_type: KernelType,
+    def _exec_plan_inputs(self, provider: KernelProvider[Any], kernel_type: KernelType,
                           options: LaunchOptions) -> list[str] | None:
         """What an exec plan of this launch depends on; None: do not record one (not a
         replacing launch, a hook may change its options, or inputs unknown)."""
@@ -312,11 +311,16 @@ class KernelFinder:
         kernel_type = await self.get_kernel_type(kernel_id)
         provider = self.providers[kernel_type.provider]
         launcher = await provider.attach(kernel_type, state, connection_info)
-        launcher.relaunch = lambda opts: self._launch(kernel_type, opts, True)
-        launcher.on_stopped = self._stopped
+        launcher.managed_by(self)
         return launcher
 
-    def _stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+    async def relaunch(self, launcher: KernelLauncher,
+                       options: LaunchOptions) -> KernelLauncher:
+        """Start ``launcher``'s kernel type again, with ``options`` (``restart``)."""
+        return await self._launch(launcher.kernel_type, options, True)
+
+    def stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+        """A kernel this finder launched ended: the ``kernel_stopped`` hooks hear it."""
         self._observe("kernel_stopped", launcher=launcher, status=status)
 
     def _observe(self, name: str, **kwargs: Any) -> None:

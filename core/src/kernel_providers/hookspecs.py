@@ -30,7 +30,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_kernel_providers() -> Iterable[KernelProvider]:
+def register_kernel_providers() -> Iterable[KernelProvider[Any]]:
     """Yield the kernel providers this plugin offers.
 
     Called once by the plugin manager after all plugins are loaded, before the first

@@ -3,7 +3,8 @@
 The base class owns everything that is the same wherever a kernel runs (the ready check,
 interrupt in message mode, the shutdown sequence, restart, idempotent cleanup); a
 provider implements only the primitives that depend on where the kernel lives:
-``poll``, ``wait``, ``signal``, ``kill``, ``output`` and ``free_resources``.
+``poll``, ``wait``, ``signal``, ``output`` and, where the launch made more than a
+process, ``free_resources`` (``kill`` is SIGKILL through ``signal``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 import signal as _signal
+from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .connection import remove_connection_file, remove_ipc_files
 from .errors import KernelDied, KernelProviderError, ReadyTimeout
@@ -24,7 +25,7 @@ from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 if TYPE_CHECKING:  # pyzmq loads on first connection: listing and exec paths skip it
     from .protocol import KernelConnection, Message, OutputCallback
 
-__all__ = ["KernelLauncher", "OutputBuffer"]
+__all__ = ["KernelLauncher", "LauncherOwner", "OutputBuffer"]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,28 @@ class OutputBuffer:
         return b"".join(self._chunks).decode("utf-8", "replace")
 
 
-class KernelLauncher:
+class LauncherOwner(Protocol):
+    """What launched a kernel for its user (a :class:`~kernel_providers.KernelFinder`):
+    it starts the same kernel type again, and hears when a kernel ended."""
+
+    async def relaunch(self, launcher: KernelLauncher,
+                       options: LaunchOptions) -> KernelLauncher:
+        """Start ``launcher``'s kernel type again with ``options``; wait until ready."""
+        ...
+
+    def stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+        """``launcher``'s kernel ended and was cleaned up, with ``status``."""
+        ...
+
+
+class KernelLauncher(ABC):
     """A running kernel, wherever it runs. Returned by every provider's ``launch``.
 
     ``connection_info`` is reachable from the caller's machine (tunnels and published
     ports already applied) and ``connection_file`` holds the same in a 0600 file.
-    Subclasses implement ``poll``, ``wait``, ``signal``, ``kill``, ``output`` and
-    ``free_resources``; they set ``connection_info`` and ``connection_file`` before
-    ``launch`` returns.
+    Subclasses implement the abstract ``poll``, ``wait``, ``signal`` and ``output``, and
+    ``free_resources`` where the launch made more than a process; they set
+    ``connection_info`` and ``connection_file`` before ``launch`` returns.
     """
 
     kernel_type: KernelType
@@ -86,16 +101,21 @@ class KernelLauncher:
         # and drops what other clients cause (issue 18).
         self._connection: KernelConnection | None = None
         self._execute_lock = asyncio.Lock()
-        # Set by KernelFinder.launch: how to start the same kernel again, and who hears
-        # about its end (the kernel_stopped hook).
-        self.relaunch: Callable[[LaunchOptions], Awaitable[KernelLauncher]] | None = None
-        self.on_stopped: Callable[[KernelLauncher, int | None], None] | None = None
+        self._owner: LauncherOwner | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.kernel_type.id} status={self.poll()!r}>"
 
+    def managed_by(self, owner: LauncherOwner) -> None:
+        """Make ``owner`` (the :class:`KernelFinder` that launched this kernel) the one
+        that starts it again on ``restart`` and hears of its end. Once per launcher."""
+        if self._owner is not None and self._owner is not owner:
+            raise KernelProviderError(f"kernel {self.kernel_type.id!r} already has an owner")
+        self._owner = owner
+
     # --- primitives every provider implements ------------------------------------
 
+    @abstractmethod
     def poll(self) -> int | None:
         """``None`` while the kernel runs, else its exit status (as ``wait`` returns it).
 
@@ -104,6 +124,7 @@ class KernelLauncher:
         """
         raise NotImplementedError
 
+    @abstractmethod
     async def wait(self) -> int | None:
         """Wait for the kernel to end and return its exit status.
 
@@ -112,20 +133,22 @@ class KernelLauncher:
         """
         raise NotImplementedError
 
+    @abstractmethod
     async def signal(self, signum: int) -> None:
         """Deliver ``signum`` to the kernel (and its process group) wherever it runs."""
         raise NotImplementedError
 
     async def kill(self) -> None:
-        """End the kernel at once (SIGKILL or the equivalent)."""
-        raise NotImplementedError
+        """End the kernel at once: SIGKILL (to its process group, where it has one)."""
+        await self.signal(_signal.SIGKILL)
 
     @property
+    @abstractmethod
     def output(self) -> str:
         """The kernel's captured stdout/stderr (bounded), for diagnostics."""
         raise NotImplementedError
 
-    async def free_resources(self) -> None:
+    async def free_resources(self) -> None:  # noqa: B027 - optional: most make nothing else
         """Free what the launch made besides the connection file: containers, tunnels,
         remote files. Called once, by ``cleanup``, after the kernel has ended."""
 
@@ -278,13 +301,13 @@ class KernelLauncher:
         The new kernel reuses the key and, where it can, the ports, so clients connected
         to the old one keep working. Returns the new launcher; this one is cleaned up.
         """
-        if self.relaunch is None:
+        if self._owner is None:
             raise KernelProviderError(
                 f"kernel {self.kernel_type.id!r} cannot restart: it was not started through"
                 " KernelFinder.launch (which knows how to start it again)")
         await self.shutdown(timeout)
         options = replace(self.launch_options, connection_info=dict(self.connection_info))  # type: ignore[arg-type]
-        return await self.relaunch(options)
+        return await self._owner.relaunch(self, options)
 
     async def cleanup(self) -> None:
         """Free everything the launch made; kills the kernel if it still runs. Idempotent."""
@@ -304,8 +327,8 @@ class KernelLauncher:
                 remove_ipc_files(self.connection_info)
                 if self.connection_file != self.launch_options.connection_file:
                     remove_connection_file(self.connection_file)  # ours, not the caller's
-                if self.on_stopped is not None:
+                if self._owner is not None:
                     try:
-                        self.on_stopped(self, self.poll())
+                        self._owner.stopped(self, self.poll())
                     except Exception:
                         log.exception("kernel_stopped hook failed for %s", self.kernel_type.id)

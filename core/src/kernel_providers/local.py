@@ -119,7 +119,7 @@ class LocalLauncher(KernelLauncher):
         super().__init__(kernel_type, connection_info, connection_file, launch_options)
         self.process = process
         self._output = output
-        self._reader: asyncio.Task[None] | None = None
+        self._reader = _start_reader(process, output)
         self._respawn = respawn
 
     @property
@@ -151,10 +151,6 @@ class LocalLauncher(KernelLauncher):
         except PermissionError:
             os.kill(self.pid, signum)
 
-    async def kill(self) -> None:
-        """SIGKILL the kernel's process group."""
-        await self.signal(_signal.SIGKILL)
-
     async def wait_ready(self, timeout: float | None = None) -> dict:  # type: ignore[type-arg]
         """As the contract, restarting the kernel on new ports after a bind failure."""
         for attempt in range(_BIND_RETRIES + 1):
@@ -167,8 +163,19 @@ class LocalLauncher(KernelLauncher):
                     raise
             finally:
                 watcher.cancel()
-            await self._respawn.again(self)
+            await self._start_again()
         raise AssertionError("unreachable")
+
+    async def _start_again(self) -> None:
+        """Replace the dead process with a new one on new ports (after a bind failure)."""
+        await self.free_resources()
+        self.close_connection()
+        remove_connection_file(self.connection_file)
+        process, output, info, path = await self._respawn.start(first=False)
+        self.process, self._output = process, output
+        self.connection_info, self.connection_file = info, str(path)
+        self._reader = _start_reader(process, output)
+        await _settle_ports(self, self._respawn)
 
     async def _end_on_bind_failure(self) -> None:
         # A kernel that failed to bind a port may hang instead of exiting (ipykernel's
@@ -271,16 +278,6 @@ class _Spawner:
                 f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {exc.strerror};"
                 " check the kernel's argv (is the program installed?)") from None
 
-    async def again(self, launcher: LocalLauncher) -> None:
-        """Replace ``launcher``'s dead process with a new one on new ports."""
-        await launcher.free_resources()
-        launcher.close_connection()
-        remove_connection_file(launcher.connection_file)
-        process, output, info, path = await self.start(first=False)
-        launcher.process, launcher._output = process, output
-        launcher.connection_info, launcher.connection_file = info, str(path)
-        launcher._reader = _start_reader(process, output)
-        await _settle_ports(launcher, self)
 
 
 def _parent_watch(parent_pid: int) -> Callable[[], None]:
@@ -352,7 +349,6 @@ async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: La
         spawner.replace_process()
     process, output, info, path = await spawner.start()
     launcher = LocalLauncher(kernel_type, info, str(path), options, process, output, spawner)
-    launcher._reader = _start_reader(process, output)
     try:
         await _settle_ports(launcher, spawner)
     except BaseException:

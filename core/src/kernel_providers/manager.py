@@ -146,14 +146,14 @@ class ProviderManager(pluggy.PluginManager):
         log.debug("%s", traceback.format_exc())
 
     def collect_providers(self, disabled: set[str] | frozenset[str] = frozenset()
-                          ) -> dict[str, KernelProvider]:
+                          ) -> dict[str, KernelProvider[Any]]:
         """Call every plugin's ``register_kernel_providers`` on its own.
 
         One failing plugin cannot hide the others (a plain hook call would stop at the
         first exception). Providers whose id is in ``disabled`` are left out; a
         duplicate id keeps the first provider and reports both distributions.
         """
-        providers: dict[str, KernelProvider] = {}
+        providers: dict[str, KernelProvider[Any]] = {}
 
         def failed(name: str, exc: Exception) -> None:
             self._fail(name, self._origins.get(name, (None, None))[0],

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any, ClassVar
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from .launcher import KernelLauncher
     from .types import ConnectionInfo, KernelType, LaunchOptions
+
+ConfigT = TypeVar("ConfigT")
+T = TypeVar("T")
 
 __all__ = ["KernelProvider", "report_problem"]
 
@@ -24,14 +29,15 @@ def report_problem(message: str) -> None:
         problems.append(message)
 
 
-class KernelProvider:
+class KernelProvider(ABC, Generic[ConfigT]):
     """A source of kernels: answers *which kernels can you start?* and *start this one*.
 
     Subclasses set ``id`` (the prefix of their kernel ids) and implement
     ``find_kernels`` and ``launch``. ``config_class`` (a dataclass) declares the options
     read from ``[providers.<id>]`` in the configuration file; the validated instance is
-    in ``self.config``. ``plugin_name``, ``distribution`` and ``version`` are stamped by
-    the plugin manager when the provider is registered.
+    in ``self.config``, typed by the class parameter (``KernelProvider[MyConfig]``;
+    ``KernelProvider[None]`` without options). ``plugin_name``, ``distribution`` and
+    ``version`` are stamped by the plugin manager when the provider is registered.
     """
 
     id: ClassVar[str] = ""
@@ -41,7 +47,7 @@ class KernelProvider:
     #: so a new kernel shows up on the very next listing.
     cache_ttl: ClassVar[float | None] = None
 
-    config: Any = None
+    config: ConfigT
     plugin_name: str = ""
     distribution: str | None = None
     version: str | None = None
@@ -50,6 +56,7 @@ class KernelProvider:
         origin = self.distribution or self.plugin_name
         return f"<{type(self).__name__} id={self.id!r} from {origin}>"
 
+    @abstractmethod
     async def find_kernels(self) -> list[KernelType]:
         """Return the kernel types this provider can start now.
 
@@ -59,6 +66,7 @@ class KernelProvider:
         """
         raise NotImplementedError
 
+    @abstractmethod
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start ``kernel_type`` (one of this provider's) and return its launcher.
 
@@ -70,6 +78,20 @@ class KernelProvider:
         kernel's output on failure, leaving nothing behind.
         """
         raise NotImplementedError
+
+    def listed(self, entries: Mapping[str, T], kernel_type: KernelType,
+               key: str | None = None) -> T:
+        """What discovery recorded for ``kernel_type`` (``entries[key]``, by default its
+        id), or LaunchFailed: the kernel is not known here (any more), and how to see
+        what is."""
+        from .errors import LaunchFailed
+
+        try:
+            return entries[kernel_type.id if key is None else key]
+        except KeyError:
+            raise LaunchFailed(
+                f"{kernel_type.id} is not (or no longer) a kernel of provider {self.id!r};"
+                " run `kernel-providers list --refresh` to see what is") from None
 
     def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
         """The files and folders whose change could change how :meth:`launch` starts

@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypedDict
 
-__all__ = ["ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions"]
+__all__ = ["ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"]
 
 InterruptMode = Literal["signal", "message"]
 

@@ -1,6 +1,6 @@
 """A plugin that claims a provider id already taken by kp-fake-good."""
 
-from kernel_providers import KernelProvider, hookimpl
+from kernel_providers import KernelProvider, LaunchFailed, hookimpl
 
 
 class DuplicateProvider(KernelProvider):
@@ -8,6 +8,9 @@ class DuplicateProvider(KernelProvider):
 
     async def find_kernels(self):
         return []
+
+    async def launch(self, kernel_type, options):  # listing only
+        raise LaunchFailed(f"{kernel_type.id}: this test provider only lists")
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """A well-behaved plugin, installed as the fake distribution kp-fake-good 1.0."""
 
-from kernel_providers import KernelProvider, KernelType, hookimpl
+from kernel_providers import KernelProvider, KernelType, LaunchFailed, hookimpl
 
 
 class GoodProvider(KernelProvider):
@@ -9,6 +9,9 @@ class GoodProvider(KernelProvider):
     async def find_kernels(self):
         return [KernelType(id="fakegood/one", display_name="One", language="python",
                            provider="fakegood")]
+
+    async def launch(self, kernel_type, options):  # listing only
+        raise LaunchFailed(f"{kernel_type.id}: this test provider only lists")
 
 
 @hookimpl

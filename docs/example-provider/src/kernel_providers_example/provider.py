@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel_providers import (
+from kernel_providers.sdk import (
     KernelLauncher,
     KernelProvider,
     KernelType,
@@ -30,7 +30,7 @@ class ExampleConfig:
     pythons: list[str] = field(default_factory=lambda: [sys.executable])
 
 
-class ExampleProvider(KernelProvider):
+class ExampleProvider(KernelProvider[ExampleConfig]):
     """One kernel per configured interpreter, as ``example/<interpreter file name>``."""
 
     id: ClassVar[str] = "example"
@@ -70,6 +70,6 @@ class ExampleProvider(KernelProvider):
 
 
 @hookimpl
-def register_kernel_providers() -> Iterator[KernelProvider]:
+def register_kernel_providers() -> Iterator[ExampleProvider]:
     """Yield the example provider (the ``kernel_providers`` entry point names this module)."""
     yield ExampleProvider()

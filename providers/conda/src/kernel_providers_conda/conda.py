@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel_providers import (
+from kernel_providers.sdk import (
     KernelLauncher,
     KernelProvider,
     KernelType,
-    LaunchFailed,
     LaunchOptions,
-    launch_local,
     report_problem,
 )
 
@@ -30,8 +28,10 @@ from .environments import (
     env_kernelspecs,
     find_python,
     has_package,
+    launch_in_environment,
     launch_inputs,
     list_kernels,
+    mtime_stamp,
     site_packages,
     unique_names,
 )
@@ -95,7 +95,7 @@ def _root_of(executable: str) -> Path | None:
     return None
 
 
-class CondaProvider(KernelProvider):
+class CondaProvider(KernelProvider[CondaConfig]):
     """Every conda environment with ipykernel (``conda/<env>``) and every kernelspec
     installed inside one (``conda/<env>/<spec>``), launched activated."""
 
@@ -174,7 +174,7 @@ class CondaProvider(KernelProvider):
     async def _executable_envs(self, exe: str | None, watched: list[Path]) -> list[Path]:
         if exe is None or not self.config.use_executable:
             return []
-        stamp = tuple(_mtime(p) for p in [exe, *map(str, watched)])
+        stamp = tuple(mtime_stamp(p) for p in [exe, *map(str, watched)])
         if self._listed is not None and self._listed[0] == stamp:
             return self._listed[1]
         prefixes: list[Path] = []
@@ -307,34 +307,9 @@ class CondaProvider(KernelProvider):
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel activated in its environment (PATH, CONDA_* variables,
         ``conda env config vars`` and the ``activate.d`` scripts)."""
-        try:
-            env, name, spec_name = self._kernels[kernel_type.id]
-            name = name if env.prefix in self._named else str(env.prefix)
-        except KeyError:
-            raise LaunchFailed(f"{kernel_type.id} is not a known conda kernel; run"
-                               " `kernel-providers list --refresh`") from None
-        prefix = env.prefix
-        runner, activation = conda_activation(prefix, name)
+        env, name, spec_name = self.listed(self._kernels, kernel_type)
+        name = name if env.prefix in self._named else str(env.prefix)
+        runner, activation = conda_activation(env.prefix, name)
         activation.update(env.env_vars)
-        if spec_name is None:
-            if env.python is None or not env.python.exists():
-                raise LaunchFailed(f"cannot start {kernel_type.id}: {prefix} has no Python"
-                                   " any more (environment removed after listing?)")
-            argv = [str(env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-            spec_env: dict[str, str] = {}
-            resource_dir = None
-        else:
-            spec = env.kernelspecs[spec_name]
-            if not (spec.resource_dir / "kernel.json").exists():
-                raise LaunchFailed(f"cannot start {kernel_type.id}: {spec.resource_dir} is"
-                                   " gone (environment changed after listing?)")
-            argv, spec_env, resource_dir = spec.argv, spec.env, str(spec.resource_dir)
-        return await launch_local(kernel_type, [*runner, *argv], options,
-                                  env={**activation, **spec_env}, resource_dir=resource_dir)
-
-
-def _mtime(path: str) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return -1
+        return await launch_in_environment(kernel_type, env, spec_name, options, activation,
+                                           runner)

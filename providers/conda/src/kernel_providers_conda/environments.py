@@ -9,13 +9,21 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kernel_providers import KernelType, report_problem
-from kernel_providers.kernelspecs import KernelSpec, scan_kernel_dirs
+from kernel_providers.sdk import (
+    KernelLauncher,
+    KernelSpec,
+    KernelType,
+    LaunchFailed,
+    LaunchOptions,
+    launch_local,
+    report_problem,
+    scan_kernel_dirs,
+)
 
 __all__ = [
     "Environment",
@@ -23,8 +31,10 @@ __all__ = [
     "environment_kernels",
     "find_python",
     "has_package",
+    "launch_in_environment",
     "launch_inputs",
     "list_kernels",
+    "mtime_stamp",
     "site_packages",
     "unique_names",
 ]
@@ -113,7 +123,8 @@ def excluded(name: str, prefix: Path, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(str(prefix), p) for p in patterns)
 
 
-def _stamp(path: str) -> int:
+def mtime_stamp(path: str) -> int:
+    """``path``'s modification time in ns, -1 when it is missing (a cache key part)."""
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
@@ -136,10 +147,10 @@ class ProbeCache:
     def get(self, prefix: Path) -> Environment:
         """The environment at ``prefix``, probed again only if it changed."""
         entry = self._entries.get(prefix)
-        if entry is not None and tuple(_stamp(p) for p in entry[0]) == entry[1]:
+        if entry is not None and tuple(mtime_stamp(p) for p in entry[0]) == entry[1]:
             return entry[2]
         paths = self.watched_paths(prefix)
-        stamps = tuple(_stamp(p) for p in paths)
+        stamps = tuple(mtime_stamp(p) for p in paths)
         env = self._probe(prefix)
         self._entries[prefix] = (paths, stamps, env, {})
         return env
@@ -199,6 +210,31 @@ def launch_inputs(known: Known, kernel_id: str, listed: Iterable[Path],
     if spec_name is not None:
         paths.append(env.kernelspecs[spec_name].resource_dir / "kernel.json")
     return [str(p) for p in paths]
+
+
+async def launch_in_environment(kernel_type: KernelType, env: Environment,
+                                spec_name: str | None, options: LaunchOptions,
+                                activation: Mapping[str, str | None],
+                                runner: Sequence[str] = ()) -> KernelLauncher:
+    """Start one of an environment's kernels activated: its Python's ipykernel
+    (``spec_name`` None) or the kernelspec ``spec_name`` inside it. ``runner`` prefixes the
+    argv (conda's activate.d runner). LaunchFailed when the environment changed since
+    it was listed."""
+    if spec_name is None:
+        if env.python is None or not env.python.exists():
+            raise LaunchFailed(f"cannot start {kernel_type.id}: {env.prefix} has no Python"
+                               " any more (environment removed after listing?)")
+        argv = [str(env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        spec_env: dict[str, str] = {}
+        resource_dir = None
+    else:
+        spec = env.kernelspecs[spec_name]
+        if not (spec.resource_dir / "kernel.json").exists():
+            raise LaunchFailed(f"cannot start {kernel_type.id}: {spec.resource_dir} is"
+                               " gone (environment changed after listing?)")
+        argv, spec_env, resource_dir = spec.argv, spec.env, str(spec.resource_dir)
+    return await launch_local(kernel_type, [*runner, *argv], options,
+                              env={**activation, **spec_env}, resource_dir=resource_dir)
 
 
 def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:

@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel_providers import (
+from kernel_providers.sdk import (
     KernelLauncher,
     KernelProvider,
     KernelType,
-    LaunchFailed,
     LaunchOptions,
-    launch_local,
 )
 
 from .activation import venv_activation
@@ -27,6 +25,7 @@ from .environments import (
     env_kernelspecs,
     find_python,
     has_package,
+    launch_in_environment,
     launch_inputs,
     list_kernels,
     site_packages,
@@ -71,7 +70,7 @@ def default_venv_dirs() -> list[tuple[Path, str]]:
     ]
 
 
-class VenvProvider(KernelProvider):
+class VenvProvider(KernelProvider[VenvConfig]):
     """Every virtualenv (``pyvenv.cfg``) and pyenv version with ipykernel installed, as
     ``venv/<name>``; kernelspecs inside them as ``venv/<name>/<spec>``."""
 
@@ -170,23 +169,6 @@ class VenvProvider(KernelProvider):
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel with the environment activated (PATH, VIRTUAL_ENV)."""
-        try:
-            env, _, spec_name = self._kernels[kernel_type.id]
-        except KeyError:
-            raise LaunchFailed(f"{kernel_type.id} is not a known virtualenv kernel; run"
-                               " `kernel-providers list --refresh`") from None
+        env, _, spec_name = self.listed(self._kernels, kernel_type)
         activation = venv_activation(env.prefix, is_venv=env.kind != "pyenv")
-        if spec_name is None:
-            if env.python is None or not env.python.exists():
-                raise LaunchFailed(f"cannot start {kernel_type.id}: {env.prefix} has no"
-                                   " Python any more (environment removed after listing?)")
-            return await launch_local(
-                kernel_type,
-                [str(env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                options, env=activation)
-        spec = env.kernelspecs[spec_name]
-        if not (spec.resource_dir / "kernel.json").exists():
-            raise LaunchFailed(f"cannot start {kernel_type.id}: {spec.resource_dir} is gone")
-        return await launch_local(kernel_type, spec.argv, options,
-                                  env={**activation, **spec.env},
-                                  resource_dir=str(spec.resource_dir))
+        return await launch_in_environment(kernel_type, env, spec_name, options, activation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel_providers import ConfigError
+from kernel_providers.sdk import ConfigError
 
 __all__ = ["LABEL", "PULL_POLICIES", "DockerConfig", "ImageEntry", "parse_images"]
 
@@ -64,7 +64,7 @@ _ENTRY_KEYS = {f for f in ImageEntry.__dataclass_fields__}
 
 def parse_images(entries: list[Any], where: str) -> list[ImageEntry]:
     """Validate the ``images`` list; errors name the entry."""
-    from kernel_providers.config import build_options
+    from kernel_providers.sdk import build_options
 
     parsed = []
     for i, entry in enumerate(entries):

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kernel_providers import ProviderUnavailable
+from kernel_providers.sdk import ProviderUnavailable
 
 if TYPE_CHECKING:
     import docker

@@ -8,8 +8,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kernel_providers import KernelType, LaunchFailed
-from kernel_providers.kernelspecs import KernelSpec, parse_kernel_spec
+from kernel_providers.sdk import KernelSpec, KernelType, LaunchFailed, parse_kernel_spec
 
 from .config import LABEL
 

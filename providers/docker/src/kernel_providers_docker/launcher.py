@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import signal as _signal
 import socket
 import tarfile
 import threading
@@ -16,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kernel_providers import (
+from kernel_providers.sdk import (
+    PORT_NAMES,
     KernelDied,
     KernelLauncher,
     KernelType,
@@ -24,16 +24,13 @@ from kernel_providers import (
     LaunchOptions,
     OutputBuffer,
     ReadyTimeout,
-)
-from kernel_providers.connection import (
-    PORT_NAMES,
     dictated_connection,
     new_connection_info,
+    ready_seconds,
     remove_connection_file,
+    substitute_argv,
     write_connection_file,
 )
-from kernel_providers.local import substitute_argv
-from kernel_providers.types import ready_seconds
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -149,10 +146,6 @@ class DockerLauncher(KernelLauncher):
 
         with contextlib.suppress(NotFound, APIError):  # already gone or stopping
             await asyncio.to_thread(self.container.kill, signal=int(signum))
-
-    async def kill(self) -> None:
-        """SIGKILL the container."""
-        await self.signal(_signal.SIGKILL)
 
     def attach_state(self) -> dict[str, Any] | None:
         """The container's id: a container outlives the process that started it."""

@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from kernel_providers import (
+from kernel_providers.sdk import (
     ConfigError,
     ConnectionInfo,
     KernelLauncher,
@@ -42,7 +42,7 @@ class _Kernel:
     target: LaunchTarget
 
 
-class DockerProvider(KernelProvider):
+class DockerProvider(KernelProvider[DockerConfig]):
     """Every local image labelled ``io.jupyter.kernelspec`` and every configured image,
     as ``docker/<image>``; each kernel runs in a container of its own."""
 
@@ -129,10 +129,7 @@ class DockerProvider(KernelProvider):
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel in a new container, its ports published on 127.0.0.1."""
-        kernel = self._kernels.get(kernel_type.id)
-        if kernel is None:
-            raise LaunchFailed(f"{kernel_type.id} is not a known Docker kernel; run"
-                               " `kernel-providers list --refresh`")
+        kernel = self.listed(self._kernels, kernel_type)
         client = await asyncio.to_thread(self.client)
         try:
             return await start_container(client, kernel_type, kernel.target, options)
@@ -148,7 +145,7 @@ class DockerProvider(KernelProvider):
         """Re-attach to a running container (``state`` from DockerLauncher.attach_state)."""
         from docker.errors import NotFound
 
-        from kernel_providers.connection import write_connection_file
+        from kernel_providers.sdk import write_connection_file
 
         from .launcher import DockerLauncher
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from kernel_providers import KernelProvider, hookimpl
+from kernel_providers.sdk import KernelProvider, hookimpl
 
 from .provider import KernelSpecProvider
 
 
 @hookimpl
-def register_kernel_providers() -> Iterator[KernelProvider]:
+def register_kernel_providers() -> Iterator[KernelProvider[Any]]:
     """Yield the kernelspec provider."""
     yield KernelSpecProvider()

@@ -10,20 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel_providers import (
+from kernel_providers.sdk import (
     KernelLauncher,
     KernelProvider,
+    KernelSpec,
     KernelType,
     LaunchFailed,
     LaunchOptions,
-    launch_local,
-    report_problem,
-)
-from kernel_providers.kernelspecs import (
-    KernelSpec,
     alias_of,
     kernel_dirs_stamp,
+    launch_local,
     read_kernel_spec,
+    report_problem,
     scan_kernel_dirs,
 )
 
@@ -68,7 +66,7 @@ def _python_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-class KernelSpecProvider(KernelProvider):
+class KernelSpecProvider(KernelProvider[KernelSpecConfig]):
     """Every kernelspec on Jupyter's data path (``jupyter kernelspec list``), as
     ``spec/<name>``; the first folder on the path wins, as in Jupyter."""
 
@@ -125,10 +123,7 @@ class KernelSpecProvider(KernelProvider):
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernelspec's argv as a local process."""
-        spec = self._specs.get(kernel_type.name)
-        if spec is None:
-            raise LaunchFailed(f"kernelspec {kernel_type.name!r} is no longer installed;"
-                               " run `kernel-providers list --refresh`")
+        spec = self.listed(self._specs, kernel_type, kernel_type.name)
         folder = spec.resource_dir
         if spec.name != "python3" or folder.joinpath("kernel.json").exists():
             try:  # re-read: the file may have changed or gone since it was listed

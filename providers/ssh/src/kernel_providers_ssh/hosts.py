@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kernel_providers import ProviderUnavailable
+from kernel_providers.sdk import ProviderUnavailable
 
 from .config import SSHConfig
 

@@ -8,12 +8,12 @@ import contextlib
 import json
 import logging
 import posixpath
-import signal as _signal
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from kernel_providers import (
+from kernel_providers.sdk import (
+    PORT_NAMES,
     KernelDied,
     KernelLauncher,
     KernelType,
@@ -21,16 +21,13 @@ from kernel_providers import (
     LaunchOptions,
     OutputBuffer,
     ReadyTimeout,
-)
-from kernel_providers.connection import (
-    PORT_NAMES,
     dictated_connection,
     new_connection_info,
+    ready_seconds,
     remove_connection_file,
+    substitute_argv,
     write_connection_file,
 )
-from kernel_providers.local import substitute_argv
-from kernel_providers.types import ready_seconds
 
 from .remote import NANNY, bootstrap_command, first_lines
 
@@ -103,10 +100,6 @@ class SSHLauncher(KernelLauncher):
         with contextlib.suppress(Exception):
             self.process.stdin.write((json.dumps({"signal": int(signum)}) + "\n").encode())
             await self.process.stdin.drain()
-
-    async def kill(self) -> None:
-        """SIGKILL the remote kernel's process group."""
-        await self.signal(_signal.SIGKILL)
 
     async def free_resources(self) -> None:
         """Close the supervisor's stdin, the forwards, the remote connection file; release

@@ -4,13 +4,14 @@ not import asyncssh (that happens on first use)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from kernel_providers import KernelProvider, hookimpl
+from kernel_providers.sdk import KernelProvider, hookimpl
 
 from .provider import SSHProvider
 
 
 @hookimpl
-def register_kernel_providers() -> Iterator[KernelProvider]:
+def register_kernel_providers() -> Iterator[KernelProvider[Any]]:
     """Yield the SSH provider."""
     yield SSHProvider()

@@ -6,11 +6,10 @@ import asyncio
 import json
 from typing import Any, ClassVar
 
-from kernel_providers import (
+from kernel_providers.sdk import (
     KernelLauncher,
     KernelProvider,
     KernelType,
-    LaunchFailed,
     LaunchOptions,
     ProviderUnavailable,
     report_problem,
@@ -24,7 +23,7 @@ from .remote import DISCOVERY, bootstrap_command, first_lines
 __all__ = ["SSHProvider"]
 
 
-class SSHProvider(KernelProvider):
+class SSHProvider(KernelProvider[SSHConfig]):
     """Kernels on remote hosts: one SSH round trip per host lists its kernelspecs; a
     kernel runs under a remote supervisor, its channels forwarded to local ports."""
 
@@ -103,10 +102,7 @@ class SSHProvider(KernelProvider):
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel on its host under the supervisor and forward its ports."""
-        known = self._specs.get(kernel_type.id)
-        if known is None:
-            raise LaunchFailed(f"{kernel_type.id} is not a known ssh kernel; run"
-                               " `kernel-providers list --refresh`")
+        known = self.listed(self._specs, kernel_type)
         host, spec, resource_dir = known
         return await start_remote_kernel(self.pool, host, kernel_type, list(spec["argv"]),
                                          dict(spec.get("env") or {}), resource_dir, options)

@@ -1,0 +1,118 @@
+"""The provider author's toolkit: everything a provider plugin may use from the core.
+
+Providers import from here and nowhere else in ``kernel_providers`` (a test holds every
+provider in this repository to it); whatever is not here is the core's own business
+and may change. Applications that *use* kernels import from ``kernel_providers``.
+
+- the contract: :class:`KernelProvider`, :class:`KernelLauncher`, :class:`KernelType`,
+  :class:`LaunchOptions`, the hook marker and :func:`report_problem`;
+- local kernels: :func:`launch_local` (which a provider of local kernels calls and is
+  done), :func:`build_env`, :func:`substitute_argv`;
+- kernelspecs: reading and scanning ``kernel.json`` folders;
+- connection files, for kernels that run elsewhere: fresh connection info, the client's
+  dictated file, the 0600 file the launcher hands out;
+- configuration tables and the errors every provider raises.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Names load on first use, as in the package itself: a plugin module that only
+# registers its provider (every command loads it) pays for what it touches.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import build_options
+    from .connection import (
+        PORT_NAMES,
+        dictated_connection,
+        new_connection_info,
+        remove_connection_file,
+        write_connection_file,
+    )
+    from .errors import (
+        ConfigError,
+        KernelDied,
+        KernelProviderError,
+        LaunchFailed,
+        ProviderUnavailable,
+        ReadyTimeout,
+    )
+    from .hookspecs import hookimpl
+    from .kernelspecs import (
+        KernelSpec,
+        alias_of,
+        kernel_dirs_stamp,
+        parse_kernel_spec,
+        read_kernel_spec,
+        scan_kernel_dirs,
+    )
+    from .launcher import KernelLauncher, OutputBuffer
+    from .local import LocalLauncher, build_env, launch_local, substitute_argv
+    from .provider import KernelProvider, report_problem
+    from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
+
+_MODULES = {
+    "config": ("build_options",),
+    "connection": (
+        "PORT_NAMES", "dictated_connection", "new_connection_info", "remove_connection_file",
+        "write_connection_file",
+    ),
+    "errors": (
+        "ConfigError", "KernelDied", "KernelProviderError", "LaunchFailed",
+        "ProviderUnavailable", "ReadyTimeout",
+    ),
+    "hookspecs": ("hookimpl",),
+    "kernelspecs": (
+        "KernelSpec", "alias_of", "kernel_dirs_stamp", "parse_kernel_spec", "read_kernel_spec",
+        "scan_kernel_dirs",
+    ),
+    "launcher": ("KernelLauncher", "OutputBuffer"),
+    "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
+    "provider": ("KernelProvider", "report_problem"),
+    "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
+}
+_HOMES = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = [
+    "PORT_NAMES",
+    "ConfigError",
+    "ConnectionInfo",
+    "InterruptMode",
+    "KernelDied",
+    "KernelLauncher",
+    "KernelProvider",
+    "KernelProviderError",
+    "KernelSpec",
+    "KernelType",
+    "LaunchFailed",
+    "LaunchOptions",
+    "LocalLauncher",
+    "OutputBuffer",
+    "ProviderUnavailable",
+    "ReadyTimeout",
+    "alias_of",
+    "build_env",
+    "build_options",
+    "dictated_connection",
+    "hookimpl",
+    "kernel_dirs_stamp",
+    "launch_local",
+    "new_connection_info",
+    "parse_kernel_spec",
+    "read_kernel_spec",
+    "ready_seconds",
+    "remove_connection_file",
+    "report_problem",
+    "scan_kernel_dirs",
+    "substitute_argv",
+    "write_connection_file",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"kernel_providers.{_HOMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
