@@ -16,7 +16,6 @@ import os
 import re
 import signal as _signal
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -33,7 +32,8 @@ from .connection import (
     remove_connection_file,
     write_connection_file,
 )
-from .errors import KernelDied, LaunchFailed, ReadyTimeout
+from .elsewhere import keep_key, wait_for_ports
+from .errors import KernelDied, LaunchFailed
 from .launcher import KernelLauncher, OutputBuffer
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
@@ -232,7 +232,7 @@ class _Spawner:
             info = new_connection_info(ports, ip, name, transport)
         else:
             info = new_connection_info(None, ip, name, transport)
-        info["key"] = reuse.get("key") or info["key"]
+        keep_key(info, reuse, dictated=False)  # type: ignore[arg-type]
         return info
 
     def _argv(self, connection_file: str) -> list[str]:
@@ -297,27 +297,21 @@ async def _settle_ports(launcher: LocalLauncher, spawner: _Spawner) -> None:
     if all(launcher.connection_info.get(p) for p in PORT_NAMES):
         return
     path = Path(launcher.connection_file)
-    timeout = ready_seconds(spawner.options)
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while time.monotonic() < deadline:
-        info = read_connection_file(path)
-        if info and all(info.get(p) for p in PORT_NAMES):
-            if info.get("key") != launcher.connection_info["key"]:
-                raise LaunchFailed(f"kernel {launcher.kernel_type.id!r} rewrote its"
-                                   f" connection file {path} with another key")
-            launcher.connection_info = info
-            return
-        if launcher.poll() is not None:
-            await launcher.output_complete()
-            raise KernelDied(
-                f"kernel {launcher.kernel_type.id!r} ended while starting"
-                f" (exit status {launcher.poll()})", launcher.output, launcher.poll())
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    raise ReadyTimeout(
-        f"kernel {launcher.kernel_type.id!r} did not write its ports to {path} within"
-        f" {timeout:g} s", launcher.output)
+
+    async def read() -> ConnectionInfo | None:
+        return read_connection_file(path)
+
+    async def died() -> None:
+        await launcher.output_complete()
+        raise KernelDied(
+            f"kernel {launcher.kernel_type.id!r} ended while starting"
+            f" (exit status {launcher.poll()})", launcher.output, launcher.poll())
+
+    launcher.connection_info = await wait_for_ports(
+        read, lambda: launcher.poll() is not None, died,
+        key=launcher.connection_info["key"], where=str(path),
+        timeout=ready_seconds(spawner.options), output=lambda: launcher.output,
+        kernel_id=launcher.kernel_type.id)
 
 
 async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: LaunchOptions,

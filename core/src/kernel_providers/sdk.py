@@ -9,8 +9,9 @@ and may change. Applications that *use* kernels import from ``kernel_providers``
 - local kernels: :func:`launch_local` (which a provider of local kernels calls and is
   done), :func:`build_env`, :func:`substitute_argv`;
 - kernelspecs: reading and scanning ``kernel.json`` folders;
-- connection files, for kernels that run elsewhere: fresh connection info, the client's
-  dictated file, the 0600 file the launcher hands out;
+- kernels that run elsewhere (containers, remote hosts, batch jobs): the connection the
+  kernel gets and the one the client gets back, waiting for a kernel's own ports, and
+  :class:`WatchedLauncher`, whose end the provider's watcher reports;
 - configuration tables and the errors every provider raises.
 """
 
@@ -29,6 +30,13 @@ if TYPE_CHECKING:
         new_connection_info,
         remove_connection_file,
         write_connection_file,
+    )
+    from .elsewhere import (
+        WatchedLauncher,
+        client_connection,
+        keep_key,
+        kernel_connection,
+        wait_for_ports,
     )
     from .errors import (
         ConfigError,
@@ -57,6 +65,10 @@ _MODULES = {
     "connection": (
         "PORT_NAMES", "dictated_connection", "new_connection_info", "remove_connection_file",
         "write_connection_file",
+    ),
+    "elsewhere": (
+        "WatchedLauncher", "client_connection", "kernel_connection", "keep_key",
+        "wait_for_ports",
     ),
     "errors": (
         "ConfigError", "KernelDied", "KernelProviderError", "LaunchFailed",
@@ -91,11 +103,15 @@ __all__ = [
     "OutputBuffer",
     "ProviderUnavailable",
     "ReadyTimeout",
+    "WatchedLauncher",
     "alias_of",
     "build_env",
     "build_options",
+    "client_connection",
     "dictated_connection",
     "hookimpl",
+    "keep_key",
+    "kernel_connection",
     "kernel_dirs_stamp",
     "launch_local",
     "new_connection_info",
@@ -106,6 +122,7 @@ __all__ = [
     "report_problem",
     "scan_kernel_dirs",
     "substitute_argv",
+    "wait_for_ports",
     "write_connection_file",
 ]
 

@@ -142,8 +142,12 @@ class ConformanceSuite:
                 _, _, reply = await asyncio.wait_for(busy, 30)
                 assert reply["content"]["status"] == "error"
                 assert reply["content"]["ename"] == "KeyboardInterrupt"
-                out, _, _ = await run_code(launcher, "print('still alive')")
-                assert out == "still alive\n"
+                # A result, not printed output: an older ipykernel's stdout thread may
+                # still carry the interrupted request's parent and its output be dropped
+                # as the other request's (seen under load with Debian's ipykernel).
+                _, result, reply = await run_code(launcher, "'still alive'")
+                assert reply["content"]["status"] == "ok"
+                assert result == "'still alive'"
             finally:
                 await launcher.shutdown()
 

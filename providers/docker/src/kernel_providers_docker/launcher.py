@@ -18,18 +18,16 @@ from typing import TYPE_CHECKING, Any
 from kernel_providers.sdk import (
     PORT_NAMES,
     KernelDied,
-    KernelLauncher,
     KernelType,
     LaunchFailed,
     LaunchOptions,
-    OutputBuffer,
     ReadyTimeout,
-    dictated_connection,
-    new_connection_info,
+    WatchedLauncher,
+    client_connection,
+    kernel_connection,
     ready_seconds,
     remove_connection_file,
     substitute_argv,
-    write_connection_file,
 )
 
 if TYPE_CHECKING:
@@ -92,16 +90,14 @@ def exit_status(code: int | None) -> int | None:
     return code
 
 
-class DockerLauncher(KernelLauncher):
+class DockerLauncher(WatchedLauncher):
     """A kernel in a container. ``container`` is the docker SDK object."""
 
     def __init__(self, kernel_type: KernelType, connection_info: Any, connection_file: str,
                  options: LaunchOptions, client: DockerClient, container: Container) -> None:
         super().__init__(kernel_type, connection_info, connection_file, options)
         self.client, self.container = client, container
-        self._output = OutputBuffer()
-        self._status: int | None = None
-        self._ended = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"docker-watch-{container.short_id}")
         self._watcher.start()
@@ -109,34 +105,15 @@ class DockerLauncher(KernelLauncher):
     def _watch(self) -> None:
         # A thread of its own (not the loop's executor): following logs and waiting
         # block for the kernel's whole life.
-        loop = self._ended.get_loop()
         code: int | None = None
         try:
             for chunk in self.container.logs(stream=True, follow=True):
-                self._output.append(chunk)
+                self.collected.append(chunk)
             code = int(self.container.wait().get("StatusCode", -1))
         except Exception:  # the container was removed under us
             code = None
         with contextlib.suppress(RuntimeError):  # the loop is closed
-            loop.call_soon_threadsafe(self._finish, exit_status(code))
-
-    def _finish(self, status: int | None) -> None:
-        self._status = status
-        if not self._ended.done():
-            self._ended.set_result(status)
-
-    @property
-    def output(self) -> str:
-        """The container's logs (stdout and stderr), last 64 KiB."""
-        return self._output.text()
-
-    def poll(self) -> int | None:
-        """``None`` while the container runs, else its exit status."""
-        return self._status if self._ended.done() else None
-
-    async def wait(self) -> int | None:
-        """Wait for the container to end: its exit status (-N for signal N)."""
-        return await asyncio.shield(self._ended)
+            self._loop.call_soon_threadsafe(self.ended_with, exit_status(code))
 
     async def signal(self, signum: int) -> None:
         """Deliver ``signum`` to the kernel: the container's init forwards it."""
@@ -254,14 +231,9 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     from .images import ensure_image
 
     host_cwd = _host_cwd(kernel_type, target, options)  # before a pull: fail fast
+    inner, dictated = kernel_connection(kernel_type, options, CONTAINER_PORTS, ip="0.0.0.0")
     await ensure_image(client, target.image, target.pull, target.pull_timeout)
-    dictated = dictated_connection(options, kernel_type.id, remote=True)
     reuse = dictated or options.connection_info or {}
-    inner: dict[str, Any] = dict(new_connection_info(CONTAINER_PORTS, ip="0.0.0.0",
-                                                     kernel_name=kernel_type.name))
-    if dictated is not None or reuse.get("key"):  # a client's file: its key, even ""
-        inner["key"] = str(reuse.get("key", ""))
-        inner["signature_scheme"] = reuse.get("signature_scheme", "hmac-sha256")
     wanted: dict[str, int | None] = {p: reuse.get(p) for p in PORT_NAMES}  # type: ignore[misc]
     try:
         try:
@@ -288,15 +260,10 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
                            f" {exc.explanation or exc}") from None
     try:
         published = container.attrs["NetworkSettings"]["Ports"]
-        info: dict[str, Any] = {**inner, "ip": "127.0.0.1"}
+        reachable: dict[str, Any] = {**inner, "ip": "127.0.0.1"}
         for name, port in CONTAINER_PORTS.items():
-            info[name] = int(published[f"{port}/tcp"][0]["HostPort"])
-        if dictated is not None:  # the caller's file describes exactly this
-            info = {**info, "ip": dictated.get("ip", "127.0.0.1"),
-                    "kernel_name": dictated.get("kernel_name", kernel_type.name)}
-            path = Path(str(options.connection_file))
-        else:
-            path = write_connection_file(info)  # type: ignore[arg-type]
+            reachable[name] = int(published[f"{port}/tcp"][0]["HostPort"])
+        info, path, owned = client_connection(kernel_type, options, reachable, dictated)
     except Exception as exc:
         logs = ""
         with contextlib.suppress(Exception):
@@ -305,9 +272,9 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
         raise LaunchFailed(f"container of {kernel_type.id} ended or published no ports"
                            f" ({type(exc).__name__}: {exc})", logs) from None
     try:
-        launcher = DockerLauncher(kernel_type, info, str(path), options, client, container)
+        launcher = DockerLauncher(kernel_type, info, path, options, client, container)
     except BaseException:
-        if dictated is None:
+        if owned:
             remove_connection_file(path)
         await asyncio.to_thread(container.remove, force=True)
         raise
