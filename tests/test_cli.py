@@ -154,6 +154,14 @@ class Running:
                     stream.close()
 
 
+def assert_nothing_left(cli: Running, kernel_pid: int | None,
+                        cli_env: dict[str, str]) -> None:
+    """The command ended cleanly: no traceback, its kernel gone, no connection file."""
+    assert "Traceback" not in cli.stderr
+    assert kernel_pid is not None and process_gone(kernel_pid), "the kernel outlived the command"
+    assert runtime_files(cli_env) == [], "connection file left behind"
+
+
 def busy_pid(line: str) -> int:
     word, pid = line.split()
     assert word == "busy"
@@ -781,9 +789,7 @@ def test_termination_signals_leave_nothing_behind(command: Command, cli_env: dic
                 client.stop_channels()
         cli.signal(signum)
         cli.finish()
-        assert "Traceback" not in cli.stderr
-        assert process_gone(kernel_pid), "the kernel outlived the command"
-        assert runtime_files(cli_env) == [], "connection file left behind"
+        assert_nothing_left(cli, kernel_pid, cli_env)
     finally:
         cli.close()
         kill_if_alive(kernel_pid)
@@ -805,9 +811,7 @@ def test_a_second_signal_does_not_cut_the_shutdown_short(command: Command,
             time.sleep(0.005)
         cli.signal(signal.SIGTERM)
         assert cli.finish() == 130, cli.stderr
-        assert "Traceback" not in cli.stderr
-        assert process_gone(kernel_pid), "the kernel outlived the command"
-        assert runtime_files(cli_env) == [], "connection file left behind"
+        assert_nothing_left(cli, kernel_pid, cli_env)
     finally:
         cli.close()
         kill_if_alive(kernel_pid)

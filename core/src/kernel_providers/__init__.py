@@ -75,9 +75,16 @@ __all__ = [
 ]
 
 
+def _lazy_attribute(namespace: dict[str, object], homes: dict[str, str], name: str,
+                    module: str) -> object:
+    """Attribute ``name`` of a module that imports its names on first use: taken from
+    its home module (``homes``), then kept in the module's ``namespace``."""
+    if name not in homes:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"kernel_providers.{homes[name]}"), name)
+    namespace[name] = value
+    return value
+
+
 def __getattr__(name: str) -> object:
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-        globals()[name] = value  # looked up once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy_attribute(globals(), _HOMES, name, __name__)

@@ -17,7 +17,7 @@ and may change. Applications that *use* kernels import from ``kernel_providers``
 
 from __future__ import annotations
 
-import importlib
+from . import _lazy_attribute
 
 # Names load on first use, as in the package itself: a plugin module that only
 # registers its provider (every command loads it) pays for what it touches.
@@ -128,8 +128,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f"kernel_providers.{_HOMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy_attribute(globals(), _HOMES, name, __name__)

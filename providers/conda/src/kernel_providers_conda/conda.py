@@ -27,6 +27,7 @@ from .environments import (
     ProbeCache,
     env_kernelspecs,
     find_python,
+    folder_entries,
     has_package,
     launch_in_environment,
     launch_inputs,
@@ -253,12 +254,7 @@ class CondaProvider(KernelProvider[CondaConfig]):
         if self.config.include_root:
             claims += [("base" if i == 0 else root.name, root) for i, root in enumerate(roots)]
         for directory in dirs:
-            try:
-                children = sorted(os.listdir(directory))
-            except OSError:
-                continue
-            for child in children:
-                prefix = directory / child
+            for child, prefix in folder_entries(directory):
                 if (prefix / "conda-meta").is_dir():
                     claims.append((child, prefix))
         root_set = set(roots)

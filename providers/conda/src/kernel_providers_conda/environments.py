@@ -30,6 +30,7 @@ __all__ = [
     "ProbeCache",
     "environment_kernels",
     "find_python",
+    "folder_entries",
     "has_package",
     "launch_in_environment",
     "launch_inputs",
@@ -121,6 +122,16 @@ def unique_names(claims: Iterable[tuple[str, Path]]) -> dict[Path, str]:
 def excluded(name: str, prefix: Path, patterns: Iterable[str]) -> bool:
     """Whether a glob pattern matches the environment's name or its path."""
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(str(prefix), p) for p in patterns)
+
+
+def folder_entries(directory: Path) -> list[tuple[str, Path]]:
+    """(name, path) of each entry of ``directory``, in name order (stable names for
+    stable ids); none when it is missing or unreadable."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [(name, directory / name) for name in names]
 
 
 def mtime_stamp(path: str) -> int:

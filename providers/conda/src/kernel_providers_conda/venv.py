@@ -24,6 +24,7 @@ from .environments import (
     ProbeCache,
     env_kernelspecs,
     find_python,
+    folder_entries,
     has_package,
     launch_in_environment,
     launch_inputs,
@@ -94,12 +95,7 @@ class VenvProvider(KernelProvider[VenvConfig]):
         claims: list[tuple[str, Path, str]] = []
         listed = [directory for directory, _ in self.search_dirs()]
         for directory, kind in self.search_dirs():
-            try:
-                children = sorted(os.listdir(directory))
-            except OSError:
-                continue
-            for child in children:
-                prefix = directory / child
+            for child, prefix in folder_entries(directory):
                 if (prefix / "pyvenv.cfg").is_file():
                     claims.append((child, prefix, "venv"))
                 elif kind == "pyenv" and find_python(prefix) is not None:
