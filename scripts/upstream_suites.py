@@ -323,6 +323,35 @@ def table(results: list[Result]) -> str:
                      for row in rows)
 
 
+def compare(results: list[Result], suites: list[str], python: Path, sources: dict[str, Path]
+            ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, int]], list[str]]:
+    """(bridged-only failures, those of them that passed on a rerun, suites whose bridged
+    run is worse than stock once the flaky ones are discounted); prints the failures."""
+    regressions: dict[str, dict[str, str]] = {}
+    flaky: dict[str, dict[str, int]] = {}
+    worse: list[str] = []
+    for name in suites:
+        by_mode = {r.mode: r for r in results if r.suite == name}
+        if len(by_mode) < 2:
+            continue
+        stock, bridged = by_mode["stock"], by_mode["bridged"]
+        regressions[name] = {n: m for n, m in bridged.failures.items()
+                             if n not in stock.failures}
+        flaky[name] = rerun_flaky(python, name, sources[SUITES[name].dist],
+                                  regressions[name])
+        if bridged.failed + bridged.errors - len(flaky[name]) > stock.failed + stock.errors:
+            worse.append(name)
+    for name, failures in regressions.items():
+        if failures:
+            log(f"-- {name}: failing bridged only ({len(failures)}):")
+            for node, message in sorted(failures.items()):
+                log(f"   {node}: {message}")
+                if node in flaky.get(name, {}):
+                    log(f"     flaky, not a regression: passed bridged on rerun"
+                        f" {flaky[name][node]} of {RERUNS}")
+    return regressions, flaky, worse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", action="append", choices=sorted(SUITES),
@@ -363,28 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" KernelSpecManagers made, {r.bridge['provisioner_launches']} kernels started"
                 f" through its provisioner; the bridge is KernelSpecManager at"
                 f" {len(r.bridge['bound'])} module attributes (list in the report)")
-    regressions: dict[str, dict[str, str]] = {}
-    flaky: dict[str, dict[str, int]] = {}
-    worse: list[str] = []
-    for name in suites:
-        by_mode = {r.mode: r for r in results if r.suite == name}
-        if len(by_mode) < 2:
-            continue
-        stock, bridged = by_mode["stock"], by_mode["bridged"]
-        regressions[name] = {n: m for n, m in bridged.failures.items()
-                             if n not in stock.failures}
-        flaky[name] = rerun_flaky(python, name, sources[SUITES[name].dist],
-                                  regressions[name])
-        if bridged.failed + bridged.errors - len(flaky[name]) > stock.failed + stock.errors:
-            worse.append(name)
-    for name, failures in regressions.items():
-        if failures:
-            log(f"-- {name}: failing bridged only ({len(failures)}):")
-            for node, message in sorted(failures.items()):
-                log(f"   {node}: {message}")
-                if node in flaky.get(name, {}):
-                    log(f"     flaky, not a regression: passed bridged on rerun"
-                        f" {flaky[name][node]} of {RERUNS}")
+    regressions, flaky, worse = compare(results, suites, python, sources)
     report = {
         "versions": versions,
         "deselected": {s: SUITES[s].deselect for s in suites},

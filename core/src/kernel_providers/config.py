@@ -99,28 +99,17 @@ def build_options(cls: type[Any], table: dict[str, Any], where: str,
 
 
 def _check(value: Any, expected: Any, where: str) -> Any:
+    """``value`` as a ``expected`` (a type hint of a config dataclass), or ConfigError
+    naming ``where``."""
     origin = typing.get_origin(expected)
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(expected):
-            try:
-                return _check(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {_name(expected)}")
+        return _check_union(value, expected, where)
+    if origin in (list, dict):
+        return _check_container(value, expected, origin, where)
     if expected is type(None):
         if value is None:
             return None
         raise ConfigError(f"{where}: expected nothing, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(expected) or (Any,)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, item = typing.get_args(expected) or (str, Any)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
     if expected is Any:
         return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -129,6 +118,27 @@ def _check(value: Any, expected: Any, where: str) -> Any:
             expected is not bool and isinstance(value, bool)):
         return value
     raise ConfigError(f"{where}: expected {_name(expected)}, got {value!r}")
+
+
+def _check_union(value: Any, expected: Any, where: str) -> Any:
+    for option in typing.get_args(expected):
+        try:
+            return _check(value, option, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{where}: {value!r} is not a valid {_name(expected)}")
+
+
+def _check_container(value: Any, expected: Any, origin: Any, where: str) -> Any:
+    if origin is list:
+        (item,) = typing.get_args(expected) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    _, item = typing.get_args(expected) or (str, Any)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {value!r}")
+    return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
 
 
 def _name(tp: Any) -> str:

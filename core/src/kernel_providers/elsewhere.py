@@ -68,14 +68,14 @@ def client_connection(kernel_type: KernelType, options: LaunchOptions,
     return info, str(write_connection_file(info)), True  # type: ignore[arg-type,return-value]
 
 
-async def wait_for_ports(read: Callable[[], Awaitable[Any]], ended: Callable[[], bool],
-                         died: Callable[[], Awaitable[None]], *, key: str, where: str,
+async def wait_for_ports(read: Callable[[], Awaitable[Any]],
+                         check_alive: Callable[[], Awaitable[None]], *, key: str, where: str,
                          timeout: float, output: Callable[[], str],
                          kernel_id: str) -> ConnectionInfo:
     """Poll ``read()`` (the kernel's connection file, wherever it lies: ``where``) until
     it holds all five ports, as a kernel that binds its own writes them; then return
-    it. ``died()`` is awaited, and must raise, when ``ended()`` says the kernel ended
-    first; a file rewritten with another key, or no ports within ``timeout``, fail."""
+    it. ``check_alive()`` raises (KernelDied, with the kernel's output) once the kernel
+    ended; a file rewritten with another key, or no ports within ``timeout``, fail."""
     deadline = time.monotonic() + timeout
     delay = 0.005  # short at first: ipykernel writes its ports within ~100 ms
     while time.monotonic() < deadline:
@@ -85,9 +85,7 @@ async def wait_for_ports(read: Callable[[], Awaitable[Any]], ended: Callable[[],
                 raise LaunchFailed(f"kernel {kernel_id!r} rewrote its connection file"
                                    f" {where} with another key")
             return info  # type: ignore[return-value]
-        if ended():
-            await died()
-            raise AssertionError("died() must raise")
+        await check_alive()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
     raise ReadyTimeout(f"kernel {kernel_id!r} did not write its ports to {where} within"

@@ -301,14 +301,15 @@ async def _settle_ports(launcher: LocalLauncher, spawner: _Spawner) -> None:
     async def read() -> ConnectionInfo | None:
         return read_connection_file(path)
 
-    async def died() -> None:
-        await launcher.output_complete()
-        raise KernelDied(
-            f"kernel {launcher.kernel_type.id!r} ended while starting"
-            f" (exit status {launcher.poll()})", launcher.output, launcher.poll())
+    async def check_alive() -> None:
+        if launcher.poll() is not None:
+            await launcher.output_complete()
+            raise KernelDied(
+                f"kernel {launcher.kernel_type.id!r} ended while starting"
+                f" (exit status {launcher.poll()})", launcher.output, launcher.poll())
 
     launcher.connection_info = await wait_for_ports(
-        read, lambda: launcher.poll() is not None, died,
+        read, check_alive,
         key=launcher.connection_info["key"], where=str(path),
         timeout=ready_seconds(spawner.options), output=lambda: launcher.output,
         kernel_id=launcher.kernel_type.id)

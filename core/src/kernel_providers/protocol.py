@@ -322,24 +322,7 @@ class KernelConnection:
         """
         reader = self._read_iopub()
         idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        deliver = on_output
-
-        def handle(msg: Message) -> None:
-            nonlocal deliver
-            if idle.done():
-                return
-            if msg["msg_type"] == "status":
-                if msg["content"].get("execution_state") == "idle":
-                    idle.set_result(None)
-            elif deliver is not None:
-                try:
-                    deliver(msg)
-                except Exception as exc:
-                    # Not fatal to the execution: its caller must still learn how it
-                    # ended (the CLI writing into a closed pipe shuts the kernel down).
-                    log.debug("on_output raised %r; later output dropped", exc)
-                    deliver = None
-
+        handle = _execution_output(idle, on_output)
         sent = self.session.message("execute_request", {
             "code": code, "silent": False, "store_history": True,
             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
@@ -348,22 +331,10 @@ class KernelConnection:
         # Registered before sending: the reader may see the first output at once.
         self._iopub_handlers[msg_id] = handle
         reply_task: asyncio.Future[Message | None] | None = None
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             await self._send("shell", sent)
             reply_task = asyncio.ensure_future(self.reply_to("shell", sent, float("inf")))
-            pending: set[asyncio.Future[Any]] = {idle, reply_task}
-            while pending:
-                done, pending = await asyncio.wait(pending, timeout=0.2)
-                if (pending and reader.done()) or any(f.cancelled() for f in done):
-                    # close() ended the reader and cancelled what the sockets awaited
-                    raise ProtocolError("the connection was closed while code was running")
-                for future in done:
-                    future.result()  # a broken shell socket raises here
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"code still running after {timeout} s")
-                if pending and is_alive is not None and not is_alive():
-                    raise ConnectionAbortedError("the kernel ended while running code")
+            await _both_done(idle, reply_task, reader, timeout, is_alive)
         finally:
             self._iopub_handlers.pop(msg_id, None)
             if reply_task is not None:
@@ -397,3 +368,49 @@ def _parent_msg_id(frames: list[zmq.Frame]) -> str | None:
         return None
     msg_id = parent.get("msg_id") if isinstance(parent, dict) else None
     return msg_id if isinstance(msg_id, str) else None
+
+
+def _execution_output(idle: asyncio.Future[None],
+                      on_output: OutputCallback | None) -> Callable[[Message], None]:
+    """The iopub handler of one execution: resolves ``idle`` when the kernel is idle
+    again and passes everything else to ``on_output`` (dropped after it raised once)."""
+    deliver = on_output
+
+    def handle(msg: Message) -> None:
+        nonlocal deliver
+        if idle.done():
+            return
+        if msg["msg_type"] == "status":
+            if msg["content"].get("execution_state") == "idle":
+                idle.set_result(None)
+        elif deliver is not None:
+            try:
+                deliver(msg)
+            except Exception as exc:
+                # Not fatal to the execution: its caller must still learn how it ended
+                # (the CLI writing into a closed pipe shuts the kernel down).
+                log.debug("on_output raised %r; later output dropped", exc)
+                deliver = None
+
+    return handle
+
+
+async def _both_done(idle: asyncio.Future[None], reply: asyncio.Future[Any],
+                     reader: asyncio.Future[Any], timeout: float | None,
+                     is_alive: Callable[[], bool] | None) -> None:
+    """Wait until the kernel is idle and replied; ProtocolError if the connection
+    closed meanwhile, TimeoutError after ``timeout`` s, ConnectionAbortedError if the
+    kernel ended."""
+    pending: set[asyncio.Future[Any]] = {idle, reply}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=0.2)
+        if (pending and reader.done()) or any(f.cancelled() for f in done):
+            # close() ended the reader and cancelled what the sockets awaited
+            raise ProtocolError("the connection was closed while code was running")
+        for future in done:
+            future.result()  # a broken shell socket raises here
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"code still running after {timeout} s")
+        if pending and is_alive is not None and not is_alive():
+            raise ConnectionAbortedError("the kernel ended while running code")

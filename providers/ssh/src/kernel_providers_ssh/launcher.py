@@ -220,14 +220,12 @@ async def _ports_written(sftp: Any, remote: RemoteKernel, key: str, kernel_type:
                 return json.loads(await f.read())
         return None
 
-    def ended() -> bool:
-        return remote.process.exit_status is not None or remote.process.stdout.at_eof()
+    async def check_alive() -> None:
+        if remote.process.exit_status is not None or remote.process.stdout.at_eof():
+            await _drained(remote.output_reader)
+            raise KernelDied(f"kernel {kernel_type.id} ended while starting on"
+                             f" {remote.host}", output.text())
 
-    async def died() -> None:
-        await _drained(remote.output_reader)
-        raise KernelDied(f"kernel {kernel_type.id} ended while starting on {remote.host}",
-                         output.text())
-
-    return await wait_for_ports(read, ended, died, key=key, where=f"{remote.file} on"
+    return await wait_for_ports(read, check_alive, key=key, where=f"{remote.file} on"
                                 f" {remote.host}", timeout=ready_seconds(options),
                                 output=output.text, kernel_id=kernel_type.id)
