@@ -44,7 +44,7 @@ def main() -> int:
     except ImportError as exc:
         from _skip import skipped
 
-        return skipped(f"{exc} (pip install ./providers/jupyter jupyter_server)")
+        return skipped(f"{exc} (pip install ./bridges/jupyter jupyter_server)")
     reps = 3 if args.quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -16,7 +16,7 @@ LOCAL = {
     "kernel-providers-conda": ROOT / "providers" / "conda",
     "kernel-providers-docker": ROOT / "providers" / "docker",
     "kernel-providers-ssh": ROOT / "providers" / "ssh",
-    "kernel-providers-jupyter": ROOT / "providers" / "jupyter",
+    "kernel-providers-jupyter": ROOT / "bridges" / "jupyter",
     "kernel-providers-example": ROOT / "docs" / "example-provider",
 }
 

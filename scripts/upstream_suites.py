@@ -54,7 +54,7 @@ MODES = ("stock", "bridged")
 #: bump to force a rebuild of .venv-upstream when the way it is built changes
 SETUP_REVISION = "1"
 #: our distributions the bridge needs (editable: source edits count without a rebuild)
-OURS = ("core", "providers/kernelspec", "providers/jupyter")
+OURS = ("core", "providers/kernelspec", "bridges/jupyter")
 #: test extras that only measure or lint (coverage, type checks, hooks): not installed
 SKIP_EXTRAS = {"coverage", "pytest-cov", "mypy", "pre-commit", "paramiko"}
 #: the upstream suites know local kernelspecs only; same in both modes
