@@ -45,6 +45,32 @@ async def _ready(argv: list[str], folder: Path, env: dict[str, str] | None = Non
         path.unlink()
 
 
+def _until_exec(argv: list[str], folder: Path, env: dict[str, str] | None = None) -> float:
+    """Seconds from Popen until the shim has become the kernel (its cmdline changed):
+    the shim's own cost, without the kernel's start-up noise."""
+    info = new_connection_info(allocate_ports(), kernel_name="bench")
+    path = write_connection_file(info, folder)
+    argv = [a.replace("{connection_file}", str(path)) for a in argv]
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True, env={**os.environ, **(env or {})})
+    try:
+        while True:
+            try:
+                with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+                    if b"ipykernel_launcher" in f.read():
+                        return time.perf_counter() - start
+            except OSError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"the shim ended with {process.returncode}")
+            time.sleep(0.0002)
+    finally:
+        process.kill()
+        process.wait(30)
+        path.unlink()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -83,6 +109,15 @@ def main() -> int:
             for times, argv, env in series[rep % 3:] + series[:rep % 3]:
                 times.append(loop.run_until_complete(_ready(argv, base, env)))
         loop.close()
+        exec_times = {"replay": [], "discover": [], "bare": []}
+        for _ in range(reps):
+            exec_times["replay"].append(_until_exec(shim, base))
+            exec_times["discover"].append(_until_exec(shim, base, no_plan))
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            exec_times["bare"].append(time.perf_counter() - started)
+    replay_ms, discover_exec_ms, bare_ms = (statistics.median(exec_times[k]) * 1000
+                                            for k in ("replay", "discover", "bare"))
     shim_ms, own_ms = statistics.median(a) * 1000, statistics.median(b) * 1000
     discover_ms = statistics.median(c) * 1000
     print(f"Popen to ready of a venv kernel, median of {reps}, interleaved:")
@@ -91,11 +126,16 @@ def main() -> int:
     print(f"  shim overhead:                         {shim_ms - own_ms:+.0f} ms (target <= 50)")
     print(f"  shim discovering (first start, no plan): {discover_ms:.0f} ms"
           f" ({discover_ms - own_ms:+.0f} ms)")
+    print(f"the shim process alone, Popen until it is the kernel (exec): {replay_ms:.0f} ms"
+          f" replaying its plan, {discover_exec_ms:.0f} ms discovering; a bare"
+          f" `python -c pass`: {bare_ms:.0f} ms")
     print(f"RATIO shim/own_argv = {shim_ms / own_ms:.2f}")
     print(f"RATIO shim_first_start/own_argv = {discover_ms / own_ms:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"shim_ms": shim_ms, "own_argv_ms": own_ms, "shim_first_start_ms": discover_ms,
+             "shim_until_exec_ms": replay_ms, "shim_until_exec_discovering_ms": discover_exec_ms,
+             "bare_python_ms": bare_ms,
              "repetitions": reps}))
     return 0
 
