@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -20,15 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kernel_providers.connection import allocate_ports, new_connection_info, write_connection_file
 from kernel_providers.protocol import KernelConnection
 from kernel_providers.testing.environments import ipykernel_wheel, make_venv
+from kernel_providers.types import ConnectionInfo
 
 
-async def _ready(argv: list[str], folder: Path, env: dict[str, str] | None = None) -> float:
-    """Seconds from Popen to the kernel's first kernel_info reply (and iopub)."""
+@contextlib.contextmanager
+def _started(argv: list[str], folder: Path, env: dict[str, str] | None
+             ) -> Iterator[tuple[subprocess.Popen[bytes], ConnectionInfo, float]]:
+    """Start ``argv`` on a fresh connection file as a client would: (process, its
+    connection info, perf_counter at Popen); the process and file go afterwards."""
     info = new_connection_info(allocate_ports(), kernel_name="bench")
     path = write_connection_file(info, folder)
     argv = [a.replace("{connection_file}", str(path)) for a in argv]
@@ -36,39 +42,32 @@ async def _ready(argv: list[str], folder: Path, env: dict[str, str] | None = Non
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True, env={**os.environ, **(env or {})})
     try:
+        yield process, info, start
+    finally:
+        process.kill()
+        process.wait(30)
+        path.unlink()
+
+
+async def _ready(argv: list[str], folder: Path, env: dict[str, str] | None = None) -> float:
+    """Seconds from Popen to the kernel's first kernel_info reply (and iopub)."""
+    with _started(argv, folder, env) as (process, info, start):
         async with KernelConnection(info) as conn:
             await conn.wait_ready(60, lambda: process.poll() is None)
         return time.perf_counter() - start
-    finally:
-        process.terminate()
-        process.wait(30)
-        path.unlink()
 
 
 def _until_exec(argv: list[str], folder: Path, env: dict[str, str] | None = None) -> float:
     """Seconds from Popen until the shim has become the kernel (its cmdline changed):
     the shim's own cost, without the kernel's start-up noise."""
-    info = new_connection_info(allocate_ports(), kernel_name="bench")
-    path = write_connection_file(info, folder)
-    argv = [a.replace("{connection_file}", str(path)) for a in argv]
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True, env={**os.environ, **(env or {})})
-    try:
+    with _started(argv, folder, env) as (process, _, start):
         while True:
-            try:
-                with open(f"/proc/{process.pid}/cmdline", "rb") as f:
-                    if b"ipykernel_launcher" in f.read():
-                        return time.perf_counter() - start
-            except OSError:
-                pass
+            with contextlib.suppress(OSError), open(f"/proc/{process.pid}/cmdline", "rb") as f:
+                if b"ipykernel_launcher" in f.read():
+                    return time.perf_counter() - start
             if process.poll() is not None:
                 raise RuntimeError(f"the shim ended with {process.returncode}")
             time.sleep(0.0002)
-    finally:
-        process.kill()
-        process.wait(30)
-        path.unlink()
 
 
 def main() -> int:

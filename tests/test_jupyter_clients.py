@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers.testing import process_gone, unavailable
+from kernel_providers.testing import docker_image_problem, process_gone, unavailable
 from kernel_providers.testing.environments import ipykernel_wheel, make_venv
 from kernel_providers_jupyter.kernelspec_files import PROVISIONER, SHIM_MODULE, jupyter_name
 
@@ -63,20 +63,6 @@ class Setup:
     def runtime_files(self) -> set[str]:
         # The bridge's KernelSpecManager keeps kernelspec folders there by design.
         return set(os.listdir(self.runtime)) - {"kernel-providers-kernelspecs"}
-
-
-def _docker_problem() -> str | None:
-    try:
-        import docker
-
-        client = docker.from_env()
-        try:
-            client.images.get(IMAGE)
-        finally:
-            client.close()
-    except Exception as exc:
-        return f"no Docker engine with the test image {IMAGE}: {exc}"
-    return None
 
 
 def client_env(root: Path, config: Path, data: Path) -> dict[str, str]:
@@ -123,7 +109,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     venv = make_venv(root / "envs" / "kp-clients", wheel)
     env = client_env(root, write_config(root / "kernel_providers.toml", root / "envs"),
                      root / "jupyter-data")
-    problem = _docker_problem()
+    problem = docker_image_problem(IMAGE)
     if problem is not None:
         env["KERNEL_PROVIDERS_DISABLE"] += ",docker"
     result = sync(env)
@@ -194,7 +180,7 @@ def check_ran_in(kind: str, setup: Setup, result: dict[str, Any]) -> None:
 def containers_of(pids: Iterable[int]) -> list[str]:
     """Containers of ours launched on this host by one of ``pids`` (their launcher label)."""
     wanted = set(pids)
-    if not wanted or _docker_problem() is not None:
+    if not wanted or docker_image_problem(IMAGE) is not None:
         return []
     import docker
 

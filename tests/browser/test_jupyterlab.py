@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers.testing import unavailable
+from kernel_providers.testing import docker_image_problem, unavailable
 from kernel_providers_jupyter import jupyter_name
 
 pytestmark = [pytest.mark.timeout(600)]
@@ -53,18 +53,12 @@ RUN_TIMEOUT_MS = 60_000
 
 def docker_client() -> Any:
     """A client of the Docker engine holding the test image (or unavailable())."""
-    try:
-        import docker
+    problem = docker_image_problem(IMAGE)
+    if problem:
+        unavailable(problem)
+    import docker
 
-        client = docker.from_env()
-    except Exception as exc:
-        unavailable(f"no Docker engine: {exc}")
-    try:
-        client.images.get(IMAGE)
-    except Exception as exc:
-        client.close()
-        unavailable(f"no test image {IMAGE} (scripts/build-test-image): {exc}")
-    return client
+    return docker.from_env()
 
 
 def descendants(pid: int) -> set[int]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers.testing import unavailable
+from kernel_providers.testing import docker_image_problem, unavailable
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -45,21 +45,15 @@ def jupyter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,venv,example,ssh")
     import kernel_providers_jupyter.shared as shared
 
-    monkeypatch.setattr(shared, "_finder", None)
+    shared.forget_shared_finder()
     yield config
+    shared.forget_shared_finder()
 
 
 def docker_available() -> bool:
-    try:
-        import docker
-
-        client = docker.from_env()
-        try:
-            client.images.get(IMAGE)
-        finally:
-            client.close()
-    except Exception as exc:
-        unavailable(f"no Docker engine with the test image {IMAGE}: {exc}")
+    problem = docker_image_problem(IMAGE)
+    if problem:
+        unavailable(problem)
     return True
 
 

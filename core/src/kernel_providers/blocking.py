@@ -11,8 +11,8 @@ import asyncio
 import atexit
 import os
 import threading
-from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .finder import KernelFinder, ProviderReport
 from .launcher import KernelLauncher
@@ -21,40 +21,50 @@ from .types import ConnectionInfo, KernelType, LaunchOptions
 if TYPE_CHECKING:
     from .protocol import Message, OutputCallback
 
-__all__ = ["BlockingKernel", "BlockingKernelFinder", "run_in_background", "run_sync"]
+__all__ = ["BlockingKernel", "BlockingKernelFinder", "PerProcess", "run_in_background",
+           "run_sync"]
 
 T = TypeVar("T")
 
-_loop: asyncio.AbstractEventLoop | None = None
-_lock = threading.Lock()
+class PerProcess(Generic[T]):
+    """One ``T`` per process: made on first use (once, whatever the threads), and made
+    afresh in a forked child, which has none of its parent's threads and must not share
+    its sockets or locks (nbclient's parallel runs fork)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.forget)
+
+    def get(self) -> T:
+        """The process's ``T``, made now if there is none yet."""
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+    def forget(self) -> None:
+        """Drop the ``T`` (and a lock a vanished thread may hold): the next ``get``
+        makes a new one."""
+        self._value, self._lock = None, threading.Lock()
 
 
-def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    with _lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="kernel-providers-loop",
-                             daemon=True).start()
-            atexit.register(_loop.call_soon_threadsafe, _loop.stop)
-        return _loop
+def _start_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="kernel-providers-loop",
+                     daemon=True).start()
+    atexit.register(loop.call_soon_threadsafe, loop.stop)
+    return loop
 
 
-def _forget_after_fork() -> None:
-    # A forked child has no copy of the loop's thread (only the calling thread survives
-    # fork), and the lock may have been held by it: start afresh on first use, as a
-    # process that never used the facade would (nbclient's parallel runs fork).
-    global _loop, _lock
-    _loop, _lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
+_background = PerProcess(_start_loop)
 
 
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run ``coro`` on the shared background loop and return its result."""
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result(timeout)
+    return asyncio.run_coroutine_threadsafe(coro, _background.get()).result(timeout)
 
 
 def run_in_background(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
@@ -64,7 +74,7 @@ def run_in_background(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
     each call on a loop of their own): launchers started this way all live on the one
     background loop, whichever loop asks.
     """
-    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _background_loop()))
+    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _background.get()))
 
 
 class BlockingKernel:

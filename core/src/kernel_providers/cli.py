@@ -23,7 +23,7 @@ from . import __version__
 from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
-from .manager import _truthy
+from .switches import switched_on
 
 if TYPE_CHECKING:
     from .protocol import Message
@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:
-        if _truthy("KERNEL_PROVIDERS_TRACE"):
+        if switched_on("KERNEL_PROVIDERS_TRACE"):
             raise
         _err(f"unexpected error: {type(exc).__name__}: {exc}\nIf a plugin causes this, rule"
              " it out with KERNEL_PROVIDERS_DISABLE=<plugin> (see `kernel-providers"

@@ -24,6 +24,8 @@ import json
 import os
 import sys
 
+from .switches import switched_on
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -142,7 +144,7 @@ def _load(kernel_id: str) -> dict[str, object] | None:
 def replay(kernel_id: str, connection_file: str) -> None:
     """Become the kernel ``kernel_id`` on ``connection_file`` if a valid plan exists;
     returns (doing nothing) otherwise, or if the plan's program cannot be run."""
-    if os.environ.get("KERNEL_PROVIDERS_NO_EXEC_PLANS", "").lower() in ("1", "true", "yes"):
+    if switched_on("KERNEL_PROVIDERS_NO_EXEC_PLANS"):
         return
     plan = _load(kernel_id)
     if plan is None:
@@ -158,7 +160,7 @@ def replay(kernel_id: str, connection_file: str) -> None:
         cwd = plan.get("cwd")
     except (AttributeError, TypeError):
         return
-    if os.environ.get("KERNEL_PROVIDERS_TRACE", "").lower() in ("1", "true", "yes"):
+    if switched_on("KERNEL_PROVIDERS_TRACE"):
         print(f"kernel-providers: {kernel_id}: replaying exec plan"
               f" {plan_file(kernel_id)}", file=sys.stderr, flush=True)
     here = os.getcwd()

@@ -16,6 +16,7 @@ import pluggy
 from . import hookspecs
 from .entry_points import EntryPoint, entry_points
 from .provider import KernelProvider
+from .switches import switched_on
 from .types import validate_provider_id
 
 __all__ = ["ENTRY_POINT_GROUP", "PER_PLUGIN_HOOKS", "PluginError", "ProviderManager",
@@ -57,10 +58,6 @@ def env_disabled() -> set[str]:
             if n.strip()}
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
 class ProviderManager(pluggy.PluginManager):
     """pluggy's PluginManager for the ``kernel_providers`` project.
 
@@ -74,7 +71,7 @@ class ProviderManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.errors: list[PluginError] = []
         self._origins: dict[str, tuple[str | None, str | None]] = {}
-        if _truthy("KERNEL_PROVIDERS_TRACE"):
+        if switched_on("KERNEL_PROVIDERS_TRACE"):
             self.trace.root.setwriter(sys.stderr.write)
             self.enable_tracing()
 
@@ -125,7 +122,7 @@ class ProviderManager(pluggy.PluginManager):
         Skipped when ``KERNEL_PROVIDERS_NO_AUTOLOAD`` is set. A plugin named in
         ``disabled`` is not imported at all.
         """
-        if _truthy("KERNEL_PROVIDERS_NO_AUTOLOAD"):
+        if switched_on("KERNEL_PROVIDERS_NO_AUTOLOAD"):
             return
         seen: set[str] = set()
         for ep in _entry_points(tuple(sys.path)):

@@ -23,15 +23,35 @@ import pytest
 
 from .conformance import ConformanceSuite, run_code
 
-__all__ = ["ConformanceSuite", "process_alive", "process_gone", "run_code", "unavailable"]
+__all__ = ["ConformanceSuite", "docker_image_problem", "process_alive", "process_gone",
+           "run_code", "unavailable"]
 
 
 def unavailable(reason: str) -> NoReturn:
-    """A test's engine or host (Docker, sshd ...) is missing: fail in CI (``CI`` set),
-    where everything must run; skip with the reason on a user's machine."""
+    """A test cannot run here (its Docker engine or sshd is missing, a provider offers no
+    kernel it needs): fail in CI (``CI`` set), where every test must run; skip with the
+    reason on a user's machine. The one place tests skip."""
     if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+        pytest.fail(f"{reason} (in CI every test must run: see .ci/run)")
     pytest.skip(reason)
+
+
+def docker_image_problem(image: str) -> str | None:
+    """Why a test cannot use a Docker engine holding ``image`` here (the engine or the
+    image is missing), or None; pass a problem to :func:`unavailable`."""
+    try:
+        import docker
+
+        client = docker.from_env()
+    except Exception as exc:
+        return f"no Docker engine: {exc}"
+    try:
+        client.images.get(image)
+    except Exception as exc:
+        return f"no test image {image} (scripts/build-test-image): {exc}"
+    finally:
+        client.close()
+    return None
 
 
 def process_alive(pid: int) -> bool:
