@@ -324,7 +324,7 @@ def _allow(monkeypatch: pytest.MonkeyPatch, table: str) -> None:
     config = Path(os.environ["KERNEL_PROVIDERS_CONFIG"])
     # a loaded CI machine may need longer than the default 10 s to list a host
     config.write_text("discovery_timeout = 60\n" + config.read_text() + table)
-    monkeypatch.setattr(shared, "_finder", None)
+    shared.forget_shared_finder()  # sees the new configuration
 
 
 def test_nbclient_runs_a_venv_kernel(jupyter_env: Path, tmp_path: Path,
