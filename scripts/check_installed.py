@@ -13,7 +13,7 @@ LOCAL = {
     "kernel-providers": ROOT,
     "kernel-providers-core": ROOT / "core",
     "kernel-providers-kernelspec": ROOT / "providers" / "kernelspec",
-    "kernel-providers-conda": ROOT / "providers" / "conda",
+    "kernel-providers-environments": ROOT / "providers" / "environments",
     "kernel-providers-docker": ROOT / "providers" / "docker",
     "kernel-providers-ssh": ROOT / "providers" / "ssh",
     "kernel-providers-jupyter": ROOT / "bridges" / "jupyter",

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from kernel_providers import KernelFinder, KernelType
-from kernel_providers_conda.conda import read_envs_dirs
-from kernel_providers_conda.environments import short_hash
+from kernel_providers_environments.conda import read_envs_dirs
+from kernel_providers_environments.environments import short_hash
 
 
 def listing(finder: KernelFinder) -> dict[str, KernelType]:
