@@ -1,10 +1,15 @@
 """Fixtures of the core's own tests: a real provider of real ipykernels, defined here,
-so the core is tested without any installed plugin (autoload is off)."""
+so the core is tested without any installed plugin (autoload is off); and for the tests of
+the `kernel-providers` command, its environment and a test plugin (cli_plugin/) it loads
+as an installed distribution."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +88,82 @@ def fake_dists(monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in [m for m in sys.modules if m.startswith("kp_fake_")]:
         monkeypatch.delitem(sys.modules, name)
     return folder
+
+
+# --- the `kernel-providers` command (test_cli.py) -----------------------------------------
+
+#: A fake installed distribution, kp-cli-kernels 1.0, whose provider ``kp`` lists the
+#: kernel.json folders in $KP_CLI_KERNELS (see its module).
+CLI_PLUGIN = Path(__file__).parent / "cli_plugin"
+
+#: The test kernelspecs: name -> kernel.json content (a str is written as is).
+TEST_SPECS: dict[str, Any] = {
+    "kp-py": {"argv": IPYKERNEL, "display_name": "KP Test Python", "language": "python"},
+    "kp-dies": {"argv": [sys.executable, "-c", "print('kp-dies-marker'); raise SystemExit(3)"],
+                "display_name": "KP Dies", "language": "python"},
+    "kp-broken-json": "{not json",
+    "kp-noargv": {"display_name": "x"},
+}
+
+#: Every provider of this repository (entry-point names and provider ids), left out so a
+#: test sees only the test plugin's kernels even where they are all installed (the
+#: machine's kernelspecs, environments, Docker engine and SSH hosts never leak in).
+REAL_PROVIDERS = "spec,environments,conda,venv,docker,ssh,example"
+
+
+def write_spec(kernels: Path, name: str, spec: Any) -> Path:
+    """Write ``kernels/<name>/kernel.json``; returns its path."""
+    (kernels / name).mkdir(parents=True, exist_ok=True)
+    path = kernels / name / "kernel.json"
+    path.write_text(spec if isinstance(spec, str) else json.dumps(spec), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """An environment for the command: the test plugin on PYTHONPATH and every real
+    provider disabled, its kernel folder ($KP_CLI_KERNELS) holding the test kernelspecs
+    (kp-py, kp-dies, and two malformed ones), a private 0700 runtime dir, an empty config
+    file, private Jupyter path, Jupyter data, cache and IPython dirs."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    runtime.chmod(0o700)  # whatever the umask
+    kernels = tmp_path / "kernels"
+    for name, spec in TEST_SPECS.items():
+        write_spec(kernels, name, spec)
+    config = tmp_path / "kernel_providers.toml"
+    config.write_text("")
+    env = dict(os.environ)
+    for name in ("NO_COLOR", "FORCE_COLOR", "CI", "KERNEL_PROVIDERS_TRACE",
+                 "KERNEL_PROVIDERS_NO_AUTOLOAD", "PYTHONWARNINGS"):
+        env.pop(name, None)
+    env.update({
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CLI_PLUGIN), env.get("PYTHONPATH")])),
+        "KP_CLI_KERNELS": str(kernels),
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "KERNEL_PROVIDERS_CONFIG": str(config),
+        "JUPYTER_PATH": str(tmp_path / "jupyter"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "KERNEL_PROVIDERS_DISABLE": REAL_PROVIDERS,
+    })
+    return env
+
+
+def _base_command() -> list[str]:
+    script = Path(sys.executable).with_name("kernel-providers")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("kernel-providers")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "kernel_providers"]
+
+
+@pytest.fixture
+def command() -> Callable[..., list[str]]:
+    """``command(*args)``: the argv of the installed console script (the one beside this
+    interpreter, else the first on PATH, else ``python -m kernel_providers``)."""
+    base = _base_command()
+    return lambda *args: [*base, *args]

@@ -15,6 +15,7 @@ test's runtime dir and configuration file; see :mod:`kernel_providers.testing.pl
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -41,7 +42,19 @@ def docker_image_problem(image: str) -> str | None:
     image is missing), or None; pass a problem to :func:`unavailable`."""
     try:
         import docker
-
+    except ImportError as exc:
+        return f"no Docker SDK: {exc}"
+    # Probe a unix socket first: the SDK leaks its socket when the engine is missing
+    # (a ResourceWarning, which the test settings make an error).
+    url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if url.startswith("unix://"):
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.settimeout(5)
+                probe.connect(url[len("unix://"):])
+            except OSError as exc:
+                return f"no Docker engine at {url}: {exc}"
+    try:
         client = docker.from_env()
     except Exception as exc:
         return f"no Docker engine: {exc}"

@@ -2,7 +2,11 @@
 real ipykernels, a real jupyter_client; no mocks.
 
 Every test runs in its own environment (``cli_env`` in conftest.py): a private 0700
-runtime dir, its own configuration file, a Jupyter path holding the test kernelspecs.
+runtime dir, its own configuration file, and only the kernels of the test plugin
+(cli_plugin/, installed as the distribution kp-cli-kernels 1.0): the kernel.json folders
+in its kernel folder, as ``kp/<name>``. Every real provider is disabled, so only the core
+needs to be installed. How the kernelspec provider looks through the command is tested in
+providers/kernelspec/tests/test_cli.py.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from jupyter_client import BlockingKernelClient
 from kernel_providers.testing import process_alive, process_gone
 
 Command = Callable[..., list[str]]
+
+#: The plugin tests' fake installed distributions (kp-fake-good ...).
+FAKE_DISTS = Path(__file__).parent / "fake_dists"
 
 KERNEL_KEYS = {"id", "provider", "name", "display_name", "language", "metadata",
                "resources", "interrupt_mode"}
@@ -55,7 +62,8 @@ def config_file(env: dict[str, str]) -> Path:
 
 
 def kernels_dir(env: dict[str, str]) -> Path:
-    return Path(env["JUPYTER_PATH"]) / "kernels"
+    """The test plugin's kernel folder."""
+    return Path(env["KP_CLI_KERNELS"])
 
 
 def kill_if_alive(pid: int | None) -> None:
@@ -192,9 +200,9 @@ def test_list_table_shows_the_test_kernel(command: Command, cli_env: dict[str, s
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["ID", "LANGUAGE", "DISPLAY", "NAME"]
-    row = next(line for line in lines if line.startswith("spec/kp-py "))
-    assert row.split(None, 2) == ["spec/kp-py", "python", "KP Test Python"]
-    assert "spec/kp-dies" in out.stdout
+    row = next(line for line in lines if line.startswith("kp/kp-py "))
+    assert row.split(None, 2) == ["kp/kp-py", "python", "KP Test Python"]
+    assert "kp/kp-dies" in out.stdout
     # malformed kernelspecs are not listed
     assert "kp-broken-json" not in out.stdout and "kp-noargv" not in out.stdout
 
@@ -214,7 +222,7 @@ def test_list_reports_malformed_specs_on_stderr(command: Command,
         assert "Traceback" not in out.stderr
     # the JSON on stdout stays parseable whatever went to stderr
     ids = [k["id"] for k in json.loads(out.stdout)]
-    assert "spec/kp-broken-json" not in ids and "spec/kp-noargv" not in ids
+    assert "kp/kp-broken-json" not in ids and "kp/kp-noargv" not in ids
 
 
 def test_list_json_items_have_exactly_the_documented_keys(command: Command,
@@ -231,29 +239,31 @@ def test_list_json_items_have_exactly_the_documented_keys(command: Command,
         assert kernel["interrupt_mode"] in ("signal", "message")
     ids = [k["id"] for k in kernels]
     assert ids == sorted(ids) and len(ids) == len(set(ids))
-    mine = next(k for k in kernels if k["id"] == "spec/kp-py")
-    assert mine["provider"] == "spec" and mine["name"] == "kp-py"
+    mine = next(k for k in kernels if k["id"] == "kp/kp-py")
+    assert mine["provider"] == "kp" and mine["name"] == "kp-py"
     assert mine["display_name"] == "KP Test Python" and mine["language"] == "python"
     assert mine["interrupt_mode"] == "signal"
-    dies = next(k for k in kernels if k["id"] == "spec/kp-dies")
+    dies = next(k for k in kernels if k["id"] == "kp/kp-dies")
     assert dies["display_name"] == "KP Dies"
 
 
 def test_list_provider_filter(command: Command, cli_env: dict[str, str]) -> None:
-    # let another provider in (the example provider, where installed) so the filter has
-    # something to leave out
-    cli_env["KERNEL_PROVIDERS_DISABLE"] = "docker,conda,venv,ssh"
+    # let another provider in (fakegood, of the plugin tests' fake distribution
+    # kp-fake-good) so the filter has something to leave out
+    cli_env["PYTHONPATH"] += os.pathsep + str(FAKE_DISTS)
+    cli_env["KERNEL_PROVIDERS_DISABLE"] += ",fakebroken,fakedup"
     everything = run(command, cli_env, "list", "--json")
     assert everything.returncode == 0, everything.stderr
-    filtered = run(command, cli_env, "list", "--json", "--provider", "spec")
+    assert {k["provider"] for k in json.loads(everything.stdout)} == {"kp", "fakegood"}
+    filtered = run(command, cli_env, "list", "--json", "--provider", "kp")
     assert filtered.returncode == 0, filtered.stderr
-    spec_only = json.loads(filtered.stdout)
-    assert spec_only == [k for k in json.loads(everything.stdout) if k["provider"] == "spec"]
-    assert "spec/kp-py" in {k["id"] for k in spec_only}
-    table = run(command, cli_env, "list", "--provider", "spec")
+    kp_only = json.loads(filtered.stdout)
+    assert kp_only == [k for k in json.loads(everything.stdout) if k["provider"] == "kp"]
+    assert "kp/kp-py" in {k["id"] for k in kp_only}
+    table = run(command, cli_env, "list", "--provider", "kp")
     assert table.returncode == 0
     rows = table.stdout.splitlines()[1:]
-    assert rows and all(row.startswith("spec/") for row in rows)
+    assert rows and all(row.startswith("kp/") for row in rows)
 
 
 def test_list_unknown_provider_is_a_one_line_usage_error(command: Command,
@@ -266,10 +276,10 @@ def test_list_unknown_provider_is_a_one_line_usage_error(command: Command,
 
 
 def test_list_disabled_provider(command: Command, cli_env: dict[str, str]) -> None:
-    cli_env["KERNEL_PROVIDERS_DISABLE"] += ",spec"
-    out = run(command, cli_env, "list", "--provider", "spec")
+    cli_env["KERNEL_PROVIDERS_DISABLE"] += ",kp"
+    out = run(command, cli_env, "list", "--provider", "kp")
     assert out.returncode == 2
-    assert one_line(out.stderr) and "'spec'" in out.stderr
+    assert one_line(out.stderr) and "'kp'" in out.stderr
 
 
 def test_list_refresh(command: Command, cli_env: dict[str, str]) -> None:
@@ -278,15 +288,15 @@ def test_list_refresh(command: Command, cli_env: dict[str, str]) -> None:
     assert refreshed.returncode == 0, refreshed.stderr
     assert json.loads(refreshed.stdout) == json.loads(plain.stdout)
     table = run(command, cli_env, "list", "--refresh")
-    assert table.returncode == 0 and "spec/kp-py" in table.stdout
+    assert table.returncode == 0 and "kp/kp-py" in table.stdout
     # a kernelspec installed since is found by the next listing
     write_spec(kernels_dir(cli_env), "kp-new", {"argv": ["true"], "display_name": "New"})
     again = run(command, cli_env, "list", "--json", "--refresh")
-    assert "spec/kp-new" in {k["id"] for k in json.loads(again.stdout)}
+    assert "kp/kp-new" in {k["id"] for k in json.loads(again.stdout)}
 
 
 def test_list_no_kernels(command: Command, cli_env: dict[str, str]) -> None:
-    config_file(cli_env).write_text('[providers.spec]\nexclude = ["*"]\n')
+    config_file(cli_env).write_text('[providers.kp]\nexclude = ["*"]\n')
     out = run(command, cli_env, "list")
     assert out.returncode == 0
     assert out.stdout == "" and "no kernels found" in out.stderr
@@ -297,22 +307,7 @@ def test_list_no_kernels(command: Command, cli_env: dict[str, str]) -> None:
 # --- configuration -------------------------------------------------------------------------
 
 
-def test_config_extra_dirs_and_exclude(command: Command, cli_env: dict[str, str],
-                                       tmp_path: Path) -> None:
-    extra = tmp_path / "more-kernels"
-    write_spec(extra, "kp-extra", {"argv": ["true"], "display_name": "Extra",
-                                   "language": "python"})
-    config_file(cli_env).write_text(
-        f'[providers.spec]\nextra_dirs = ["{extra}"]\n'
-        'exclude = ["kp-broken-*", "kp-noargv"]\n')
-    out = run(command, cli_env, "list", "--json")
-    assert out.returncode == 0
-    ids = {k["id"] for k in json.loads(out.stdout)}
-    assert {"spec/kp-py", "spec/kp-extra"} <= ids
-    assert "kernel.json" not in out.stderr  # excluded specs are not read at all
-
-
-@pytest.mark.parametrize("args", [["list"], ["run", "spec/kp-py", "--code", "print(1)"]])
+@pytest.mark.parametrize("args", [["list"], ["run", "kp/kp-py", "--code", "print(1)"]])
 def test_invalid_config_value_names_the_key(command: Command, cli_env: dict[str, str],
                                             args: list[str]) -> None:
     config_file(cli_env).write_text('cache_ttl = "soon"\n')
@@ -331,7 +326,7 @@ def test_unreadable_config_file(command: Command, cli_env: dict[str, str]) -> No
     assert str(config_file(cli_env)) in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("args", [["list"], ["run", "spec/kp-py", "--code", "print(1)"]])
+@pytest.mark.parametrize("args", [["list"], ["run", "kp/kp-py", "--code", "print(1)"]])
 def test_unknown_config_key_warns(command: Command, cli_env: dict[str, str],
                                   args: list[str]) -> None:
     config_file(cli_env).write_text("cache_tl = 3\n")
@@ -344,11 +339,11 @@ def test_unknown_config_key_warns(command: Command, cli_env: dict[str, str],
 
 
 def test_invalid_provider_table(command: Command, cli_env: dict[str, str]) -> None:
-    config_file(cli_env).write_text('[providers.spec]\nexclude = "kp-py"\n')
+    config_file(cli_env).write_text('[providers.kp]\nexclude = "kp-py"\n')
     listed = run(command, cli_env, "list")
     assert listed.returncode == 0  # the listing ran; the provider's failure is reported
     assert "exclude" in listed.stderr and "Traceback" not in listed.stderr
-    started = run(command, cli_env, "run", "spec/kp-py", "--code", "print(1)")
+    started = run(command, cli_env, "run", "kp/kp-py", "--code", "print(1)")
     assert started.returncode == 2
     assert "exclude" in started.stderr and "Traceback" not in started.stderr
     assert runtime_files(cli_env) == []
@@ -362,16 +357,15 @@ def test_providers_json(command: Command, cli_env: dict[str, str]) -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["plugin_errors"] == []
-    assert [p["id"] for p in data["providers"]] == ["spec"]
-    spec = data["providers"][0]
-    assert spec["distribution"] == "kernel-providers-kernelspec"
-    assert isinstance(spec["version"], str) and spec["version"]
-    assert spec["status"] == "ok" and spec["message"] == ""
-    listed = json.loads(run(command, cli_env, "list", "--json", "--provider", "spec").stdout)
-    assert spec["kernel_count"] == len(listed)
-    assert isinstance(spec["seconds"], float | int) and spec["seconds"] >= 0
-    problems = "\n".join(spec["problems"])
-    assert len(spec["problems"]) == 2
+    assert [p["id"] for p in data["providers"]] == ["kp"]
+    kp = data["providers"][0]
+    assert (kp["distribution"], kp["version"]) == ("kp-cli-kernels", "1.0")
+    assert kp["status"] == "ok" and kp["message"] == ""
+    listed = json.loads(run(command, cli_env, "list", "--json", "--provider", "kp").stdout)
+    assert kp["kernel_count"] == len(listed) == 2
+    assert isinstance(kp["seconds"], float | int) and kp["seconds"] >= 0
+    problems = "\n".join(kp["problems"])
+    assert len(kp["problems"]) == 2
     assert str(kernels_dir(cli_env) / "kp-broken-json" / "kernel.json") in problems
     assert str(kernels_dir(cli_env) / "kp-noargv" / "kernel.json") in problems
 
@@ -383,43 +377,42 @@ def test_providers_table(command: Command, cli_env: dict[str, str]) -> None:
     assert header.split() == ["ID", "DISTRIBUTION", "VERSION", "STATUS", "KERNELS", "TIME"]
     (row,) = rows
     cells = row.split()
-    assert cells[:2] == ["spec", "kernel-providers-kernelspec"] and cells[3] == "ok"
-    assert int(cells[4]) >= 2 and cells[-1] == "ms"
+    assert cells[:5] == ["kp", "kp-cli-kernels", "1.0", "ok", "2"] and cells[-1] == "ms"
     # problems are listed on stderr
     assert "kp-broken-json" in out.stderr and "kp-noargv" in out.stderr
 
 
 def test_info(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "info", "spec/kp-py")
+    out = run(command, cli_env, "info", "kp/kp-py")
     assert out.returncode == 0, out.stderr
     fields = dict(line.split(":", 1) for line in out.stdout.splitlines()
                   if not line.startswith(" ") and not line.endswith(":"))
     fields = {k: v.strip() for k, v in fields.items()}
-    assert fields["id"] == "spec/kp-py"
+    assert fields["id"] == "kp/kp-py"
     assert fields["display_name"] == "KP Test Python"
-    assert fields["language"] == "python" and fields["provider"] == "spec"
-    assert fields["distribution"] == "kernel-providers-kernelspec"
+    assert fields["language"] == "python" and fields["provider"] == "kp"
+    assert fields["distribution"] == "kp-cli-kernels"
     assert fields["interrupt_mode"] == "signal"
     assert str(kernels_dir(cli_env) / "kp-py") in out.stdout  # metadata: resource_dir
 
 
 def test_info_json(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "info", "spec/kp-py", "--json")
+    out = run(command, cli_env, "info", "kp/kp-py", "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert set(info) == KERNEL_KEYS | {"distribution", "version"}
-    assert info["id"] == "spec/kp-py" and info["name"] == "kp-py"
+    assert info["id"] == "kp/kp-py" and info["name"] == "kp-py"
     assert info["display_name"] == "KP Test Python" and info["language"] == "python"
-    assert info["distribution"] == "kernel-providers-kernelspec"
+    assert (info["distribution"], info["version"]) == ("kp-cli-kernels", "1.0")
     listed = json.loads(run(command, cli_env, "list", "--json").stdout)
     assert {k: info[k] for k in KERNEL_KEYS} == next(
-        k for k in listed if k["id"] == "spec/kp-py")
+        k for k in listed if k["id"] == "kp/kp-py")
 
 
 def test_info_unknown_kernel(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "info", "spec/kp-pi")
+    out = run(command, cli_env, "info", "kp/kp-pi")
     assert out.returncode == 2
-    assert one_line(out.stderr) and "'spec/kp-py'" in out.stderr
+    assert one_line(out.stderr) and "'kp/kp-py'" in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -428,7 +421,7 @@ def test_info_unknown_kernel(command: Command, cli_env: dict[str, str]) -> None:
 
 @pytest.mark.timeout(120)
 def test_run_prints_output(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "run", "spec/kp-py", "--code", "print(6*7)")
+    out = run(command, cli_env, "run", "kp/kp-py", "--code", "print(6*7)")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "42\n"
     assert runtime_files(cli_env) == []
@@ -437,7 +430,7 @@ def test_run_prints_output(command: Command, cli_env: dict[str, str]) -> None:
 @pytest.mark.timeout(120)
 def test_run_streams_stderr_and_results(command: Command, cli_env: dict[str, str]) -> None:
     code = "import sys\nprint('out')\nprint('err', file=sys.stderr, flush=True)\n6*7"
-    out = run(command, cli_env, "run", "spec/kp-py", "-c", code)
+    out = run(command, cli_env, "run", "kp/kp-py", "-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "out\n42\n"
     assert "err\n" in out.stderr and "out" not in out.stderr
@@ -446,7 +439,7 @@ def test_run_streams_stderr_and_results(command: Command, cli_env: dict[str, str
 
 @pytest.mark.timeout(120)
 def test_run_code_that_raises(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "run", "spec/kp-py", "--code", "print('before')\n1/0")
+    out = run(command, cli_env, "run", "kp/kp-py", "--code", "print('before')\n1/0")
     assert out.returncode == 1
     assert out.stdout == "before\n"
     assert "ZeroDivisionError" in out.stderr
@@ -459,7 +452,7 @@ def test_run_code_from_a_file(command: Command, cli_env: dict[str, str],
                               tmp_path: Path) -> None:
     script = tmp_path / "code.py"
     script.write_text("import sys\nprint('from a file')\nprint('err', file=sys.stderr)\n")
-    out = run(command, cli_env, "run", "spec/kp-py", str(script))
+    out = run(command, cli_env, "run", "kp/kp-py", str(script))
     assert out.returncode == 0, out.stderr
     assert out.stdout == "from a file\n" and "err" in out.stderr
     assert runtime_files(cli_env) == []
@@ -467,7 +460,7 @@ def test_run_code_from_a_file(command: Command, cli_env: dict[str, str],
 
 @pytest.mark.timeout(120)
 def test_run_code_from_stdin(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "run", "spec/kp-py", "-", stdin="x = 6\nprint(x * 7)\n")
+    out = run(command, cli_env, "run", "kp/kp-py", "-", stdin="x = 6\nprint(x * 7)\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "42\n"
     assert runtime_files(cli_env) == []
@@ -476,20 +469,20 @@ def test_run_code_from_stdin(command: Command, cli_env: dict[str, str]) -> None:
 def test_run_missing_file(command: Command, cli_env: dict[str, str],
                           tmp_path: Path) -> None:
     missing = tmp_path / "nosuch.py"
-    out = run(command, cli_env, "run", "spec/kp-py", str(missing))
+    out = run(command, cli_env, "run", "kp/kp-py", str(missing))
     assert out.returncode == 2
     assert one_line(out.stderr) and str(missing) in out.stderr
     assert "Traceback" not in out.stderr
     assert runtime_files(cli_env) == []
 
 
-@pytest.mark.parametrize("kernel_id", ["spec/kp-pi", "spec/kp_py", "spec/kp-pyy"])
+@pytest.mark.parametrize("kernel_id", ["kp/kp-pi", "kp/kp_py", "kp/kp-pyy"])
 def test_run_unknown_kernel_suggests_the_close_one(command: Command, cli_env: dict[str, str],
                                                    kernel_id: str) -> None:
     out = run(command, cli_env, "run", kernel_id, "--code", "print(1)")
     assert out.returncode == 2
     assert one_line(out.stderr), out.stderr
-    assert repr(kernel_id) in out.stderr and "'spec/kp-py'" in out.stderr
+    assert repr(kernel_id) in out.stderr and "'kp/kp-py'" in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
     assert runtime_files(cli_env) == []
 
@@ -502,9 +495,9 @@ def test_run_unknown_provider(command: Command, cli_env: dict[str, str]) -> None
 
 
 @pytest.mark.parametrize("args", [
-    ["run", "spec/kp-py"],
+    ["run", "kp/kp-py"],
     ["run"],
-    ["run", "spec/kp-py", "--code", "print(1)", "file.py"],
+    ["run", "kp/kp-py", "--code", "print(1)", "file.py"],
 ])
 def test_run_usage_errors(command: Command, cli_env: dict[str, str],
                           args: list[str]) -> None:
@@ -517,10 +510,10 @@ def test_run_usage_errors(command: Command, cli_env: dict[str, str],
 
 @pytest.mark.timeout(120)
 def test_run_kernel_that_dies_at_start(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "run", "spec/kp-dies", "--code", "print(1)")
+    out = run(command, cli_env, "run", "kp/kp-dies", "--code", "print(1)")
     assert out.returncode == 3
     assert "kp-dies-marker" in out.stderr
-    assert "spec/kp-dies" in out.stderr
+    assert "kp/kp-dies" in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
     assert runtime_files(cli_env) == []
 
@@ -531,7 +524,7 @@ def test_run_kernel_whose_command_does_not_exist(command: Command, cli_env: dict
     missing = tmp_path / "no-such-interpreter"
     write_spec(kernels_dir(cli_env), "kp-missing",
                {"argv": [str(missing), "-f", "{connection_file}"], "display_name": "M"})
-    out = run(command, cli_env, "run", "spec/kp-missing", "--code", "print(1)")
+    out = run(command, cli_env, "run", "kp/kp-missing", "--code", "print(1)")
     assert out.returncode == 3
     assert str(missing) in out.stderr and "Traceback" not in out.stderr
     assert runtime_files(cli_env) == []
@@ -539,7 +532,7 @@ def test_run_kernel_whose_command_does_not_exist(command: Command, cli_env: dict
 
 @pytest.mark.timeout(120)
 def test_run_kernel_exits_during_the_code(command: Command, cli_env: dict[str, str]) -> None:
-    out = run(command, cli_env, "run", "spec/kp-py", "--code",
+    out = run(command, cli_env, "run", "kp/kp-py", "--code",
               "import os\nprint('bye', flush=True)\nos._exit(5)")
     assert out.returncode == 3, (out.stdout, out.stderr)
     assert "Traceback" not in out.stderr
@@ -551,7 +544,7 @@ def test_run_kernel_exits_during_the_code(command: Command, cli_env: dict[str, s
 
 @pytest.mark.timeout(120)
 def test_ctrl_c_interrupts_the_code(command: Command, cli_env: dict[str, str]) -> None:
-    cli = Running(command("run", "spec/kp-py", "--code", BUSY), cli_env)
+    cli = Running(command("run", "kp/kp-py", "--code", BUSY), cli_env)
     kernel_pid = None
     try:
         kernel_pid = busy_pid(cli.stdout_line())
@@ -570,7 +563,7 @@ def test_ctrl_c_interrupts_the_code(command: Command, cli_env: dict[str, str]) -
 @pytest.mark.timeout(120)
 def test_second_ctrl_c_shuts_a_stubborn_kernel_down(command: Command,
                                                     cli_env: dict[str, str]) -> None:
-    cli = Running(command("run", "spec/kp-py", "--code", STUBBORN), cli_env)
+    cli = Running(command("run", "kp/kp-py", "--code", STUBBORN), cli_env)
     kernel_pid = None
     try:
         kernel_pid = busy_pid(cli.stdout_line())
@@ -625,12 +618,12 @@ def _kernel_pid(client: BlockingKernelClient) -> int:
 @pytest.mark.timeout(120)
 def test_launch_json_serves_a_real_client_until_ctrl_c(command: Command,
                                                        cli_env: dict[str, str]) -> None:
-    cli = Running(command("launch", "spec/kp-py", "--json"), cli_env)
+    cli = Running(command("launch", "kp/kp-py", "--json"), cli_env)
     kernel_pid = None
     try:
         started = json.loads(cli.stdout_line())
         assert set(started) >= {"id", "connection_file", "connection_info"}
-        assert started["id"] == "spec/kp-py"
+        assert started["id"] == "kp/kp-py"
         path = _check_connection(started, cli_env)
         client = BlockingKernelClient()
         client.load_connection_file(str(path))
@@ -662,7 +655,7 @@ def test_launch_json_serves_a_real_client_until_ctrl_c(command: Command,
 @pytest.mark.timeout(120)
 def test_launch_prints_the_connection_file_and_stops_on_sigterm(
         command: Command, cli_env: dict[str, str]) -> None:
-    cli = Running(command("launch", "spec/kp-py"), cli_env)
+    cli = Running(command("launch", "kp/kp-py"), cli_env)
     kernel_pid = None
     try:
         path = Path(cli.stdout_line().rstrip("\n"))
@@ -688,7 +681,7 @@ def test_launch_prints_the_connection_file_and_stops_on_sigterm(
 
 @pytest.mark.timeout(120)
 def test_launch_ends_when_the_kernel_ends(command: Command, cli_env: dict[str, str]) -> None:
-    cli = Running(command("launch", "spec/kp-py", "--json"), cli_env)
+    cli = Running(command("launch", "kp/kp-py", "--json"), cli_env)
     kernel_pid = None
     try:
         started = json.loads(cli.stdout_line())
@@ -712,10 +705,10 @@ def test_launch_ends_when_the_kernel_ends(command: Command, cli_env: dict[str, s
 
 @pytest.mark.timeout(120)
 def test_launch_failures(command: Command, cli_env: dict[str, str]) -> None:
-    unknown = run(command, cli_env, "launch", "spec/kp-pi")
+    unknown = run(command, cli_env, "launch", "kp/kp-pi")
     assert unknown.returncode == 2
-    assert one_line(unknown.stderr) and "'spec/kp-py'" in unknown.stderr
-    dies = run(command, cli_env, "launch", "spec/kp-dies", "--json")
+    assert one_line(unknown.stderr) and "'kp/kp-py'" in unknown.stderr
+    dies = run(command, cli_env, "launch", "kp/kp-dies", "--json")
     assert dies.returncode == 3
     assert "kp-dies-marker" in dies.stderr and dies.stdout == ""
     assert "Traceback" not in dies.stderr
@@ -740,7 +733,7 @@ def test_run_into_a_closed_pipe_leaves_nothing_behind(command: Command,
                                                       cli_env: dict[str, str]) -> None:
     # `kernel-providers run ... | head -1`
     code = "import os\nprint('busy', os.getpid(), flush=True)\nfor i in range(10**6): print(i)"
-    proc = subprocess.Popen(command("run", "spec/kp-py", "--code", code), env=cli_env,
+    proc = subprocess.Popen(command("run", "kp/kp-py", "--code", code), env=cli_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     kernel_pid = None
@@ -772,7 +765,7 @@ def test_termination_signals_leave_nothing_behind(command: Command, cli_env: dic
     """`timeout`, a CI cancel or a closed terminal end the command with SIGTERM/SIGHUP, not
     Ctrl-C: it must still shut its kernel down and remove the connection file."""
     args = ["--code", BUSY] if subcommand == "run" else []
-    cli = Running(command(subcommand, "spec/kp-py", *args), cli_env)
+    cli = Running(command(subcommand, "kp/kp-py", *args), cli_env)
     kernel_pid = None
     try:
         line = cli.stdout_line()
@@ -801,7 +794,7 @@ def test_a_second_signal_does_not_cut_the_shutdown_short(command: Command,
     """A service manager or an impatient user may signal twice: the command keeps shutting
     its kernel down (it used to drop its handlers first, so the second signal killed it
     half way, which for a container or remote kernel leaves it behind)."""
-    cli = Running(command("run", "spec/kp-py", "--code", BUSY), cli_env)
+    cli = Running(command("run", "kp/kp-py", "--code", BUSY), cli_env)
     kernel_pid = None
     try:
         kernel_pid = busy_pid(cli.stdout_line())
