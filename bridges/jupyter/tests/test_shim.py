@@ -1,5 +1,6 @@
-"""The kernelspec shim on its own: exit statuses, errors, and a restart on the same ports
-after the shim was killed outright (the container it left holds them)."""
+"""The kernelspec shim on its own: exit statuses, errors, a killed shim's container
+removed by its reaper, and a restart on the same ports after a shim died without one
+(the container it left holds them)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,44 @@ def test_docker_refuses_ipc_clearly(docker_kernel: str, tmp_path: Path,
     assert our_containers() == before
 
 
+def start_shim(kernel_id: str, path: Path, **env: str
+               ) -> tuple[subprocess.Popen[bytes], Any]:
+    """The shim on ``path``, and a jupyter_client client it answered."""
+    from jupyter_client import BlockingKernelClient
+
+    process = subprocess.Popen([*SHIM, kernel_id, "-f", str(path)],
+                               start_new_session=True, env={**os.environ, **env})
+    deadline = time.monotonic() + 120
+    while True:  # a container takes longer than a bare client's 1 s heartbeat grace
+        client = BlockingKernelClient()
+        client.load_connection_file(str(path))
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=10)
+            return process, client
+        except RuntimeError:
+            client.stop_channels()
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise AssertionError(f"no kernel: shim status {process.returncode}") from None
+
+
+def test_a_killed_shims_container_is_gone_within_5_s(docker_kernel: str, tmp_path: Path,
+                                                     our_containers: Any) -> None:
+    kernel_id = "docker/" + os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
+    before = our_containers()
+    process, client = start_shim(kernel_id, client_file(tmp_path))
+    client.stop_channels()
+    assert len(our_containers() - before) == 1
+    process.kill()  # SIGKILL: the shim cannot clean up; its reaper does
+    process.wait()
+    deadline = time.monotonic() + 5
+    while our_containers() != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_containers() == before
+
+
 def test_restart_after_a_killed_shim_reuses_the_ports(docker_kernel: str, tmp_path: Path,
                                                       our_containers: Any) -> None:
     from jupyter_client import BlockingKernelClient
@@ -64,25 +103,8 @@ def test_restart_after_a_killed_shim_reuses_the_ports(docker_kernel: str, tmp_pa
     path = client_file(tmp_path)
     before = our_containers()
 
-    def start() -> tuple[subprocess.Popen[bytes], BlockingKernelClient]:
-        process = subprocess.Popen([*SHIM, kernel_id, "-f", str(path)],
-                                   start_new_session=True, env=os.environ.copy())
-        deadline = time.monotonic() + 120
-        while True:  # a container takes longer than a bare client's 1 s heartbeat grace
-            client = BlockingKernelClient()
-            client.load_connection_file(str(path))
-            client.start_channels()
-            try:
-                client.wait_for_ready(timeout=10)
-                return process, client
-            except RuntimeError:
-                client.stop_channels()
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    process.wait()
-                    raise AssertionError(f"no kernel: shim status {process.returncode}") from None
-
-    first, client = start()
+    # Without its reaper (it could not act) the dead shim's container holds the ports.
+    first, client = start_shim(kernel_id, path, KERNEL_PROVIDERS_NO_REAPER="1")
     client.stop_channels()
     first.kill()  # SIGKILL: the shim cannot clean up; its container keeps the ports
     first.wait()

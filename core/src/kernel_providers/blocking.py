@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .finder import KernelFinder, ProviderReport
 from .launcher import KernelLauncher
+from .per_process import PerProcess
 from .types import ConnectionInfo, KernelType, LaunchOptions
 
 if TYPE_CHECKING:
@@ -25,31 +25,6 @@ __all__ = ["BlockingKernel", "BlockingKernelFinder", "PerProcess", "run_in_backg
            "run_sync"]
 
 T = TypeVar("T")
-
-class PerProcess(Generic[T]):
-    """One ``T`` per process: made on first use (once, whatever the threads), and made
-    afresh in a forked child, which has none of its parent's threads and must not share
-    its sockets or locks (nbclient's parallel runs fork)."""
-
-    def __init__(self, make: Callable[[], T]) -> None:
-        self._make = make
-        self._value: T | None = None
-        self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self.forget)
-
-    def get(self) -> T:
-        """The process's ``T``, made now if there is none yet."""
-        with self._lock:
-            if self._value is None:
-                self._value = self._make()
-            return self._value
-
-    def forget(self) -> None:
-        """Drop the ``T`` (and a lock a vanished thread may hold): the next ``get``
-        makes a new one."""
-        self._value, self._lock = None, threading.Lock()
-
 
 def _start_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .connection import remove_connection_file, remove_ipc_files
 from .errors import KernelDied, KernelProviderError, ReadyTimeout
+from .orphans import Undo, undo_if_orphaned
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 if TYPE_CHECKING:  # pyzmq loads on first connection: listing and exec paths skip it
@@ -102,9 +103,32 @@ class KernelLauncher(ABC):
         self._connection: KernelConnection | None = None
         self._execute_lock = asyncio.Lock()
         self._owner: LauncherOwner | None = None
+        # What the reaper undoes should this process end before cleanup (see orphans).
+        self._undo_if_orphaned: list[Undo] = []
+        if connection_file != self.launch_options.connection_file:
+            self.cancel_at_cleanup(undo_if_orphaned({"remove_file": connection_file}))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.kernel_type.id} status={self.poll()!r}>"
+
+    def cancel_at_cleanup(self, undo: Undo) -> None:
+        """Keep ``undo`` (from :func:`undo_if_orphaned`) until :meth:`cleanup` has freed
+        everything: until then, this process's end by any means makes the reaper carry
+        it out. Providers register what outlives this process (a container, a job)."""
+        self._undo_if_orphaned.append(undo)
+
+    def cancel_undos(self) -> None:
+        """Take back every :meth:`cancel_at_cleanup` registration (what they undo is
+        gone already)."""
+        undos, self._undo_if_orphaned = self._undo_if_orphaned, []
+        for undo in undos:
+            undo.cancel()
+
+    def detach(self) -> None:
+        """Let the kernel outlive this process: the reaper no longer ends it when this
+        process ends without cleanup. For a caller that saved :meth:`attach_state` to
+        re-attach later (a server that persists its kernels across restarts)."""
+        self.cancel_undos()
 
     def managed_by(self, owner: LauncherOwner) -> None:
         """Make ``owner`` (the :class:`KernelFinder` that launched this kernel) the one
@@ -316,17 +340,21 @@ class KernelLauncher(ABC):
                 return
             self._cleaned = True
             self.close_connection()
+            freed = False
             try:
                 if self.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         await self.kill()
                     await self.wait()
                 await self.free_resources()
+                freed = True
             finally:
                 self.close_connection()
                 remove_ipc_files(self.connection_info)
                 if self.connection_file != self.launch_options.connection_file:
                     remove_connection_file(self.connection_file)  # ours, not the caller's
+                if freed:  # else the reaper still tries, at this process's end
+                    self.cancel_undos()
                 if self._owner is not None:
                     try:
                         self._owner.stopped(self, self.poll())

@@ -35,6 +35,7 @@ from .connection import (
 from .elsewhere import keep_key, wait_for_ports
 from .errors import KernelDied, LaunchFailed
 from .launcher import KernelLauncher, OutputBuffer
+from .orphans import undo_if_orphaned
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["LocalLauncher", "PortStrategy", "build_env", "launch_local", "substitute_argv"]
@@ -118,6 +119,8 @@ class LocalLauncher(KernelLauncher):
                  respawn: _Spawner) -> None:
         super().__init__(kernel_type, connection_info, connection_file, launch_options)
         self.process = process
+        # The parent-death signal ends the kernel alone; the reaper ends its group.
+        self.cancel_at_cleanup(undo_if_orphaned({"kill_group": process.pid}))
         self._output = output
         self._reader = _start_reader(process, output)
         self._respawn = respawn
@@ -171,9 +174,13 @@ class LocalLauncher(KernelLauncher):
         await self.free_resources()
         self.close_connection()
         remove_connection_file(self.connection_file)
+        self.cancel_undos()  # that process and file are gone: never undo them again
         process, output, info, path = await self._respawn.start(first=False)
         self.process, self._output = process, output
         self.connection_info, self.connection_file = info, str(path)
+        self.cancel_at_cleanup(undo_if_orphaned({"kill_group": process.pid}))
+        if self.connection_file != self.launch_options.connection_file:
+            self.cancel_at_cleanup(undo_if_orphaned({"remove_file": self.connection_file}))
         self._reader = _start_reader(process, output)
         await _settle_ports(self, self._respawn)
 

@@ -12,6 +12,9 @@ and may change. Applications that *use* kernels import from ``kernel_providers``
 - kernels that run elsewhere (containers, remote hosts, batch jobs): the connection the
   kernel gets and the one the client gets back, waiting for a kernel's own ports, and
   :class:`WatchedLauncher`, whose end the provider's watcher reports;
+- nothing left behind: :func:`undo_if_orphaned` registers what the per-process reaper
+  removes (a container, a job) if the launching process dies before cleanup — pass its
+  :class:`Undo` to ``launcher.cancel_at_cleanup``;
 - configuration tables and the errors every provider raises.
 """
 
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
     )
     from .launcher import KernelLauncher, OutputBuffer
     from .local import LocalLauncher, build_env, launch_local, substitute_argv
+    from .orphans import Undo, undo_if_orphaned
     from .provider import KernelProvider, report_problem
     from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
 
@@ -81,6 +85,7 @@ _MODULES = {
     ),
     "launcher": ("KernelLauncher", "OutputBuffer"),
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
+    "orphans": ("Undo", "undo_if_orphaned"),
     "provider": ("KernelProvider", "report_problem"),
     "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
 }
@@ -103,6 +108,7 @@ __all__ = [
     "OutputBuffer",
     "ProviderUnavailable",
     "ReadyTimeout",
+    "Undo",
     "WatchedLauncher",
     "alias_of",
     "build_env",
@@ -122,6 +128,7 @@ __all__ = [
     "report_problem",
     "scan_kernel_dirs",
     "substitute_argv",
+    "undo_if_orphaned",
     "wait_for_ports",
     "write_connection_file",
 ]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,10 @@ def test_orphaned_containers_are_cleaned_up(docker_finder: Any, docker_client: A
             await asyncio.sleep(3600)
         asyncio.run(main())
     """)
+    # Without its reaper (killed with it, or the engine unreachable then), a dead
+    # launcher's container stays until `cleanup`.
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
+                            env={**os.environ, "KERNEL_PROVIDERS_NO_REAPER": "1"})
     try:
         assert proc.stdout is not None
         container_id = json.loads(proc.stdout.readline())
@@ -173,6 +176,49 @@ def test_orphaned_containers_are_cleaned_up(docker_finder: Any, docker_client: A
 
         with pytest.raises(NotFound):
             docker_client.containers.get(container_id)
+    finally:
+        proc.kill()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("end", ["sigkill", "sigterm", "exit"])
+def test_a_dead_launchers_container_is_gone_within_5_s(docker_finder: Any,
+                                                       docker_client: Any, end: str) -> None:
+    """Killed, terminated, or a script that ends without shutting its kernel down: the
+    launching process's reaper removes the container, no `cleanup` needed."""
+    docker_finder()  # the leftover check
+    script = textwrap.dedent(f"""
+        import asyncio, json, sys
+        from kernel_providers import KernelFinder
+        async def main():
+            launcher = await KernelFinder().launch({IMAGE_ID!r})
+            print(json.dumps([launcher.container.id, launcher.connection_file]), flush=True)
+            if sys.argv[1] != "exit":
+                await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script, end], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        container_id, connection_file = json.loads(proc.stdout.readline())
+        if end != "exit":
+            proc.send_signal(signal.SIGKILL if end == "sigkill" else signal.SIGTERM)
+        proc.wait(30)
+        from docker.errors import NotFound
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                docker_client.containers.get(container_id)
+            except NotFound:
+                break
+            time.sleep(0.1)
+        with pytest.raises(NotFound):
+            docker_client.containers.get(container_id)
+        assert not Path(connection_file).exists()
     finally:
         proc.kill()
         proc.wait(30)

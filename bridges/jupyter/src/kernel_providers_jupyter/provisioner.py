@@ -170,8 +170,10 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         info: dict[str, Any] = await super().get_provisioner_info()
         info["kernel_providers_id"] = self.kernel_providers_id
         if self.launcher is not None:
-            info["kernel_providers_attach"] = self.launcher.attach_state()
+            info["kernel_providers_attach"] = state = self.launcher.attach_state()
             info["kernel_providers_connection"] = dict(self.launcher.connection_info)
+            if state:  # saved to re-attach after a restart: must outlive this server
+                self.launcher.detach()
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kernel_providers import BlockingKernelFinder, KernelFinder
-from kernel_providers.blocking import PerProcess
+from kernel_providers.per_process import PerProcess
 
 # A forked child must not share its parent's engine sockets and connections to remote
 # hosts: it builds its own finder on first use.

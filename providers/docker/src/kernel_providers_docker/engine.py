@@ -3,6 +3,7 @@ docker context), with errors that say what to do."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from kernel_providers.sdk import ProviderUnavailable
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["connect", "engine_url"]
+__all__ = ["connect", "engine_url", "remove_container"]
 
 # Enough connections for every kernel's log stream and wait call, plus requests.
 _POOL_SIZE = 256
@@ -107,3 +108,12 @@ def _connect(url: str) -> docker.DockerClient:
             f"Docker engine not reachable at {url}: is dockerd running? ({text.strip()});"
             " set DOCKER_HOST, or KERNEL_PROVIDERS_DISABLE=docker to stop asking") from None
     return client
+
+
+def remove_container(container_id: str) -> None:
+    """Remove a kernel's container: the reaper's undo when the process that launched it
+    ended without cleaning up (see ``kernel_providers.orphans``)."""
+    from docker.errors import NotFound
+
+    with contextlib.suppress(NotFound):
+        connect().api.remove_container(container_id, force=True)

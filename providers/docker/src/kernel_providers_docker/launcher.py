@@ -22,12 +22,14 @@ from kernel_providers.sdk import (
     LaunchFailed,
     LaunchOptions,
     ReadyTimeout,
+    Undo,
     WatchedLauncher,
     client_connection,
     kernel_connection,
     ready_seconds,
     remove_connection_file,
     substitute_argv,
+    undo_if_orphaned,
 )
 
 if TYPE_CHECKING:
@@ -94,9 +96,12 @@ class DockerLauncher(WatchedLauncher):
     """A kernel in a container. ``container`` is the docker SDK object."""
 
     def __init__(self, kernel_type: KernelType, connection_info: Any, connection_file: str,
-                 options: LaunchOptions, client: DockerClient, container: Container) -> None:
+                 options: LaunchOptions, client: DockerClient, container: Container,
+                 undo: Undo | None = None) -> None:
         super().__init__(kernel_type, connection_info, connection_file, options)
         self.client, self.container = client, container
+        # Should this process end before cleanup, its reaper removes the container.
+        self.cancel_at_cleanup(undo or removal_if_orphaned(container.id))
         self._loop = asyncio.get_running_loop()
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"docker-watch-{container.short_id}")
@@ -135,6 +140,12 @@ class DockerLauncher(WatchedLauncher):
         with contextlib.suppress(NotFound):
             await asyncio.to_thread(self.container.remove, force=True)
         await asyncio.to_thread(self._watcher.join, 5)
+
+
+def removal_if_orphaned(container_id: str) -> Undo:
+    """Have this process's reaper remove the container should the process end first."""
+    return undo_if_orphaned({"call": "kernel_providers_docker.engine:remove_container",
+                             "kwargs": {"container_id": container_id}})
 
 
 def _connection_tar(info: dict[str, Any], user: str | None) -> bytes:
@@ -188,7 +199,8 @@ def _host_cwd(kernel_type: KernelType, target: LaunchTarget,
 
 def _create_and_start(client: DockerClient, kernel_type: KernelType, target: LaunchTarget,
                       options: LaunchOptions, inner: dict[str, Any],
-                      host_ports: dict[str, int | None], host_cwd: str | None) -> Container:
+                      host_ports: dict[str, int | None], host_cwd: str | None
+                      ) -> tuple[Container, Undo]:
     from docker.types import Mount
 
     argv = substitute_argv([*target.argv, *options.extra_argv],
@@ -207,6 +219,7 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
         nano_cpus=int(target.cpus * 1e9) if target.cpus else None,
         network=target.network, user=target.user,
     )
+    undo = removal_if_orphaned(container.id)  # from now on, a crash cannot leave it
     try:
         container.put_archive(CONNECTION_DIR, _connection_tar(inner, target.user))
         container.start()
@@ -214,8 +227,9 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
     except BaseException:
         with contextlib.suppress(Exception):
             container.remove(force=True)
+            undo.cancel()
         raise
-    return container
+    return container, undo
 
 
 async def start_container(client: DockerClient, kernel_type: KernelType,
@@ -237,8 +251,9 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     wanted: dict[str, int | None] = {p: reuse.get(p) for p in PORT_NAMES}  # type: ignore[misc]
     try:
         try:
-            container = await asyncio.to_thread(_create_and_start, client, kernel_type,
-                                                target, options, inner, wanted, host_cwd)
+            container, undo = await asyncio.to_thread(
+                _create_and_start, client, kernel_type, target, options, inner, wanted,
+                host_cwd)
         except APIError as exc:
             if not any(wanted.values()) or not any(t in str(exc) for t in _PORT_TAKEN):
                 raise
@@ -250,8 +265,8 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
                     f" in use ({exc.explanation or exc}); start the kernel again (the client"
                     " picks new ports) or end what holds the port") from None
             # A restart asked for its old host ports and one was taken: take new ones.
-            container = await asyncio.to_thread(_create_and_start, client, kernel_type,
-                                                target, options, inner, {}, host_cwd)
+            container, undo = await asyncio.to_thread(
+                _create_and_start, client, kernel_type, target, options, inner, {}, host_cwd)
     except ImageNotFound:
         raise LaunchFailed(f"image {target.image!r} is not present on the Docker engine;"
                            f" `docker pull {target.image}` or set pull = 'missing'") from None
@@ -269,14 +284,16 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
         with contextlib.suppress(Exception):
             logs = (await asyncio.to_thread(container.logs)).decode("utf-8", "replace")
         await asyncio.to_thread(container.remove, force=True)
+        undo.cancel()
         raise LaunchFailed(f"container of {kernel_type.id} ended or published no ports"
                            f" ({type(exc).__name__}: {exc})", logs) from None
     try:
-        launcher = DockerLauncher(kernel_type, info, path, options, client, container)
+        launcher = DockerLauncher(kernel_type, info, path, options, client, container, undo)
     except BaseException:
         if owned:
             remove_connection_file(path)
         await asyncio.to_thread(container.remove, force=True)
+        undo.cancel()
         raise
     try:
         await _listening(launcher, int(info["shell_port"]), ready_seconds(options))
