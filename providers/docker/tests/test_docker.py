@@ -226,6 +226,41 @@ def test_a_dead_launchers_container_is_gone_within_5_s(docker_finder: Any,
             proc.stdout.close()
 
 
+@pytest.mark.parametrize("moment", ["starting", "shutting-down"])
+def test_sigterm_to_run_leaves_no_container(docker_finder: Any, docker_client: Any,
+                                            moment: str) -> None:
+    """`kernel-providers run` terminated while its container starts, or while it shuts
+    the kernel down after the output: nothing stays."""
+    docker_finder()  # the leftover check
+
+    def ours() -> set[str]:
+        return {c.id for c in docker_client.containers.list(
+            all=True, filters={"label": "io.kernel-providers.managed=1"})}
+
+    before = ours()
+    code = "print('the-output', flush=True)"
+    proc = subprocess.Popen(["kernel-providers", "run", IMAGE_ID, "--code", code],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if moment == "starting":
+            deadline = time.monotonic() + 60
+            while not ours() - before:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+                time.sleep(0.02)
+        else:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "the-output"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        deadline = time.monotonic() + 5
+        while ours() - before:
+            assert time.monotonic() < deadline, "a container outlived `run` by 5 s"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
 # --- the launch's cwd: mounted at mount_cwd and worked in, or ignored without it ---
 
 CWD_PROBE = "import json, os; print(json.dumps([os.getcwd(), sorted(os.listdir())]))"
