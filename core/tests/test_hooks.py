@@ -175,3 +175,23 @@ def test_trace_shows_every_hook_call(kp_isolated: Path, make_finder: Any, fake_d
     err = capsys.readouterr().err
     for name in HOOKS:
         assert re.search(rf"^ *{name} \[hook\]", err, re.MULTILINE), f"{name} not traced"
+
+
+def test_trace_never_shows_the_key(kp_isolated: Path, make_finder: Any, capsys: Any,
+                                   monkeypatch: Any) -> None:
+    """A restart passes the old connection (with its key) through kernel_launch_options:
+    the trace shows the options without the key."""
+    monkeypatch.setenv("KERNEL_PROVIDERS_TRACE", "1")
+    finder = make_finder()
+
+    async def scenario() -> str:
+        launcher = await finder.launch("test/python")
+        key = launcher.connection_info["key"]
+        again = await launcher.restart()
+        await again.shutdown()
+        return str(key)
+
+    key = asyncio.run(scenario())
+    err = capsys.readouterr().err
+    assert "connection_info=" in err and "'key': '<hidden>'" in err  # traced, key hidden
+    assert key and key not in err

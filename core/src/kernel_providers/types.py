@@ -109,6 +109,13 @@ class LaunchOptions:
     connection_file: str | None = None
     replace_process: bool = False
 
+    def __repr__(self) -> str:
+        # Options are traced and logged: the connection's key never goes with them.
+        info = self.connection_info
+        shown = {**info, "key": "<hidden>"} if info and info.get("key") else info
+        fields = {**self.__dict__, "connection_info": shown}
+        return f"LaunchOptions({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
 
 DEFAULT_READY_TIMEOUT = 60.0
 
