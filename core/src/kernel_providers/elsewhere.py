@@ -92,6 +92,12 @@ async def wait_for_ports(read: Callable[[], Awaitable[Any]],
                        f" {timeout:g} s", output())
 
 
+#: The exit status of a kernel whose watch was lost before it reported its own (the
+#: connection to its host dropped, its container vanished): 255, as ssh(1) exits when
+#: its connection fails.
+WATCH_LOST = 255
+
+
 class WatchedLauncher(KernelLauncher):
     """A kernel this process is not the parent of (a container, a remote process, a
     batch job): whatever watches it reports its end with :meth:`ended_with` and its
@@ -107,9 +113,10 @@ class WatchedLauncher(KernelLauncher):
 
     def ended_with(self, status: int | None) -> None:
         """Report the kernel's end: its exit status (-N: signal N), ``None`` if unknown
-        (the watch was lost). Later reports are ignored."""
+        (the watch was lost: then :data:`WATCH_LOST`, so that ``poll`` never mistakes a
+        lost kernel for a running one). Later reports are ignored."""
         if not self._ended.done():
-            self._ended.set_result(status)
+            self._ended.set_result(WATCH_LOST if status is None else status)
 
     @property
     def output(self) -> str:
@@ -125,6 +132,6 @@ class WatchedLauncher(KernelLauncher):
         return self._ended.done()
 
     async def wait(self) -> int | None:
-        """Wait for the kernel's end: its exit status (negative for a signal), ``None``
-        where it cannot be known."""
+        """Wait for the kernel's end: its exit status (negative for a signal,
+        :data:`WATCH_LOST` where it cannot be known)."""
         return await asyncio.shield(self._ended)

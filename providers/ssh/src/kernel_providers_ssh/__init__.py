@@ -4,7 +4,7 @@ as ``ssh/<host>/<spec>``, started under a remote supervisor and tunnelled home."
 from __future__ import annotations
 
 from .config import SSHConfig
-from .launcher import SSHLauncher
+from .launcher import CONNECTION_LOST, SSHLauncher
 from .provider import SSHProvider
 
-__all__ = ["SSHConfig", "SSHLauncher", "SSHProvider"]
+__all__ = ["CONNECTION_LOST", "SSHConfig", "SSHLauncher", "SSHProvider"]

@@ -26,5 +26,13 @@ class SSHConfig:
     #: kernels sharing one connection before another is opened (OpenSSH's MaxSessions
     #: is 10 by default; each kernel holds one session, file transfers need one more)
     kernels_per_connection: int = 8
-    #: the remote folder for connection files (created 0700)
+    #: the remote folder for connection files (relative: to the home); each kernel's
+    #: file goes into a 0700 folder of its own made there, so a shared folder such as
+    #: /tmp works and is never changed
     runtime_dir: str = ".local/share/kernel-providers/runtime"
+    #: seconds between keepalives on each connection (0: none); these take precedence
+    #: over ServerAliveInterval/ServerAliveCountMax in the ssh config
+    keepalive_interval: float = 5.0
+    #: unanswered keepalives after which the connection, and its kernels, count as lost
+    #: (a host that stops answering is noticed within interval x (count + 1) seconds)
+    keepalive_count_max: int = 3

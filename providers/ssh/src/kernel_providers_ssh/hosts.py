@@ -52,7 +52,11 @@ class HostPool:
         return live
 
     def _options(self, host: str) -> dict[str, Any]:
-        options: dict[str, Any] = {"connect_timeout": self.config.connect_timeout}
+        # Keepalives notice a host that went silent (frozen, cut off): with none, a lost
+        # connection whose TCP stays half open would look like a running kernel forever.
+        options: dict[str, Any] = {"connect_timeout": self.config.connect_timeout,
+                                   "keepalive_interval": self.config.keepalive_interval,
+                                   "keepalive_count_max": self.config.keepalive_count_max}
         config = Path(os.path.expanduser(self.config.ssh_config or "~/.ssh/config"))
         options["config"] = [str(config)] if config.exists() else []
         if host in self.config.insecure_hosts:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_providers.sdk import (
     PORT_NAMES,
+    WATCH_LOST,
     KernelDied,
     KernelType,
     LaunchFailed,
@@ -35,9 +36,14 @@ if TYPE_CHECKING:
 
     from .hosts import HostPool
 
-__all__ = ["RemoteKernel", "SSHLauncher", "start_remote_kernel"]
+__all__ = ["CONNECTION_LOST", "RemoteKernel", "SSHLauncher", "start_remote_kernel"]
 
 log = logging.getLogger(__name__)
+
+#: The status of a kernel whose watch was lost before it reported its own (the host's
+#: connection dropped, or the supervisor died): the core's WATCH_LOST, 255, as ssh(1)
+#: exits on a lost connection.
+CONNECTION_LOST = WATCH_LOST
 
 
 @dataclass
@@ -70,16 +76,36 @@ class SSHLauncher(WatchedLauncher):
         self._control = asyncio.ensure_future(self._read_control())
 
     async def _read_control(self) -> None:
+        """Watch the supervisor: its ``{"exit"}`` ends the launcher with the kernel's
+        status. Its channel closing without one (the connection dropped, or went silent
+        past the keepalives; the supervisor was killed) ends it with CONNECTION_LOST."""
         status: int | None = None
+        reason = ""
         try:
             async for line in self.process.stdout:
                 with contextlib.suppress(ValueError, AttributeError):
                     message = json.loads(line)
                     if "exit" in message:
                         status = int(message["exit"])
-        except Exception:  # the connection dropped
-            status = None
-        self.ended_with(status)
+        except Exception as exc:  # the connection dropped
+            reason = str(exc) or type(exc).__name__
+        self.ended_with(self._lost(reason) if status is None else status)
+
+    def _lost(self, reason: str) -> int:
+        """Say (in the kernel's output, which errors quote, and in the log) that the watch
+        on the kernel was lost; close the local forwards, which lead nowhere now."""
+        reason = f" ({reason})" if reason else ""
+        if self.remote.conn.is_closed():
+            message = (f"the SSH connection to {self.host} was lost{reason}; the kernel"
+                       " there ends once the host notices; start it again")
+        else:
+            message = (f"the supervisor of the kernel on {self.host} ended without its"
+                       f" exit status{reason}")
+        log.warning("kernel %s: %s", self.kernel_type.id, message)
+        self.collected.append(f"\n[kernel-providers: {message}]\n".encode())
+        for listener in self.remote.forwards:
+            listener.close()
+        return CONNECTION_LOST
 
     async def signal(self, signum: int) -> None:
         """Deliver ``signum`` to the remote kernel's process group, via the supervisor
@@ -111,7 +137,7 @@ async def _release(pool: HostPool, remote: RemoteKernel, output: OutputBuffer) -
     remote.output_reader.cancel()
     if remote.file and not remote.conn.is_closed():
         try:
-            await (await pool.sftp(remote.conn)).remove(remote.file)
+            await _remove_remote(await pool.sftp(remote.conn), remote.file)
         except Exception as exc:  # the connection is going away
             output.append(f"\n[could not remove {remote.file}: {exc}]".encode())
     await pool.release(remote.host, remote.conn)
@@ -124,17 +150,38 @@ async def _read_stderr(process: Any, output: OutputBuffer) -> None:
 
 
 async def _put_connection_file(sftp: Any, info: dict[str, Any], runtime_dir: str) -> str:
-    """Write the kernel's connection file on the host (0600 in a 0700 folder)."""
+    """Write the kernel's connection file on the host: 0600, in a 0700 folder made for
+    it alone inside ``runtime_dir`` (relative: to the home). The runtime dir may be a
+    shared one (/tmp): it is made if missing but never changed; only what is made here
+    is made private."""
     import asyncssh
 
-    home = await sftp.realpath(".")
-    folder = posixpath.join(home, runtime_dir)
-    await sftp.makedirs(folder, exist_ok=True)
-    await sftp.chmod(folder, 0o700)
-    path = posixpath.join(folder, f"kernel-{uuid.uuid4()}.json")
-    async with sftp.open(path, "w", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as f:
-        await f.write(json.dumps(info))
+    private = asyncssh.SFTPAttrs(permissions=0o700)
+    parent = posixpath.join(await sftp.realpath("."), runtime_dir)
+    await sftp.makedirs(parent, private, exist_ok=True)  # missing folders only
+    # mkdir fails on an existing name: a fresh, random one no one else prepared.
+    folder = posixpath.join(parent, f"kernel-providers-{uuid.uuid4().hex}")
+    await sftp.mkdir(folder, private)
+    path = posixpath.join(folder, "kernel.json")
+    try:
+        await sftp.chmod(folder, 0o700)  # ours: private whatever the remote umask
+        async with sftp.open(path, "w", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as f:
+            await f.write(json.dumps(info))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await _remove_remote(sftp, path)
+        raise
     return path
+
+
+async def _remove_remote(sftp: Any, path: str) -> None:
+    """Remove a kernel's connection file on its host and the folder made for it; both
+    may be gone already (the supervisor removes them as the kernel ends)."""
+    import asyncssh
+
+    for remove, target in ((sftp.remove, path), (sftp.rmdir, posixpath.dirname(path))):
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+            await remove(target)
 
 
 async def _forward(remote: RemoteKernel, kernel_type: KernelType, options: LaunchOptions,
@@ -178,7 +225,8 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
                               asyncio.ensure_future(_read_stderr(process, output)))
         # The supervisor uses cwd only where the host has that folder (see NANNY).
         process.stdin.write(first_lines(NANNY, {"argv": command, "env": {**env, **options.env},
-                                                "cwd": options.cwd}).encode())
+                                                "cwd": options.cwd, "file": remote_file}
+                                        ).encode())
         first = await asyncio.wait_for(process.stdout.readline(), ready_seconds(options))
         started = json.loads(first or b"{}")
         if "pid" not in started:
@@ -200,7 +248,7 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
         else:  # the supervisor never started
             if remote_file:
                 with contextlib.suppress(Exception):
-                    await (await pool.sftp(conn)).remove(remote_file)
+                    await _remove_remote(await pool.sftp(conn), remote_file)
             await pool.release(host, conn)
         raise
 

@@ -53,7 +53,8 @@ sys.stdout.write(json.dumps(out) + "\n")
 
 # Starts the kernel in its own process group, reports {"pid", "cwd"} and {"exit"} on
 # stdout, relays {"signal": n} from stdin to the group, forwards the kernel's output to
-# stderr, and ends the kernel when stdin closes (the SSH channel or connection went away).
+# stderr, ends the kernel when stdin closes (the SSH channel or connection went away),
+# and removes the kernel's connection file and its folder once the kernel ended.
 NANNY = r'''
 import json, os, signal, socket, subprocess, sys, threading, time
 config = json.loads(sys.stdin.readline())
@@ -116,5 +117,13 @@ say({"pid": kernel.pid, "cwd": cwd})
 status = kernel.wait()
 pumping.join(5)  # the kernel's last words before its exit status
 group(signal.SIGKILL)
+# The connection file and the folder made for it go with the kernel, also when the
+# manager cannot remove them: its connection was lost.
+file = config["file"]
+for remove, target in ((os.remove, file), (os.rmdir, os.path.dirname(file))):
+    try:
+        remove(target)
+    except OSError:
+        pass
 say({"exit": status})
 '''

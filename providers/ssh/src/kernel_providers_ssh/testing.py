@@ -61,20 +61,31 @@ class SSHD:
 
     def kill_sessions(self) -> None:
         """Kill the server side of every SSH session (not the listening sshd, PID 1)."""
-        self.exec("python3", "-c", _KILL_SESSIONS % 1)
+        self.exec("python3", "-c", _KILL_SESSIONS % (1, 1))
 
     def stop(self) -> None:
         """Remove the container."""
         self.container.remove(force=True)
 
 
-# Kills every sshd process but the listener (its pid is given).
+# Kills the sshd session processes descended from the listener (its pid is given):
+# never another sshd of the machine. OpenSSH >= 9.8 names them sshd-session.
 _KILL_SESSIONS = (
-    "import os, signal\nfor p in os.listdir('/proc'):\n"
-    " if p.isdigit() and int(p) != %d:\n"
-    "  try:\n   name = open('/proc/%%s/comm' %% p).read().strip()\n"
-    "  except OSError:\n   continue\n"
-    "  if name == 'sshd':\n   os.kill(int(p), signal.SIGKILL)")
+    "import os, signal\nparent = {}\nname = {}\n"
+    "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+    " try:\n"
+    "  stat = open('/proc/%%s/stat' %% p).read()\n"
+    " except OSError:\n  continue\n"
+    " name[int(p)] = stat[stat.index('(') + 1:stat.rindex(')')]\n"
+    " parent[int(p)] = int(stat[stat.rindex(')') + 2:].split()[1])\n"
+    "def below(pid):\n"
+    " while pid > 1:\n"
+    "  pid = parent.get(pid, 0)\n"
+    "  if pid == %d:\n   return True\n"
+    " return False\n"
+    "for pid in parent:\n"
+    " if pid != %d and below(pid) and name[pid] in ('sshd', 'sshd-session'):\n"
+    "  try:\n   os.kill(pid, signal.SIGKILL)\n  except OSError:\n   pass\n")
 
 
 @dataclass
@@ -114,7 +125,8 @@ class LocalSSHD:
         """Kill the session processes this sshd forked (our own, by pid)."""
         import subprocess
 
-        subprocess.run(["python3", "-c", _KILL_SESSIONS % self.process.pid], check=False)
+        pid = self.process.pid
+        subprocess.run(["python3", "-c", _KILL_SESSIONS % (pid, pid)], check=False)
 
     def stop(self) -> None:
         """Stop the sshd this test started."""
