@@ -24,6 +24,7 @@ from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
 from .switches import switched_on
+from .text import one_line
 
 if TYPE_CHECKING:
     from .protocol import Message
@@ -65,16 +66,18 @@ def _make_finder() -> KernelFinder:
 
 
 def _report_problems(finder: KernelFinder) -> None:
+    # What providers say comes from folder and file names: one line each, whatever it holds.
     for error in finder.plugin_errors:
-        _err(f"warning: {error}")
+        _err(one_line(f"warning: {error}"))
     for report in finder.reports:
         if report.status == "error":
-            _err(f"warning: provider {report.id!r} failed: {report.message}")
+            _err(one_line(f"warning: provider {report.id!r} failed: {report.message}"))
         for problem in report.problems:
-            _err(f"warning: {report.id}: {problem}")
+            _err(one_line(f"warning: {report.id}: {problem}"))
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
+    rows = [[one_line(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -137,12 +140,13 @@ async def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     for key in ("id", "display_name", "language", "provider", "distribution",
                 "interrupt_mode"):
-        print(f"{key + ':':16}{data[key]}")
+        print(one_line(f"{key + ':':16}{data[key]}"))
     for section in ("metadata", "resources"):
         if data[section]:
             print(f"{section}:")
             for key, value in data[section].items():
-                print(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+                shown = json.dumps(value) if not isinstance(value, str) else value
+                print(one_line(f"  {key}: {shown}"))
     return EXIT_OK
 
 

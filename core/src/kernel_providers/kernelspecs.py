@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .text import one_line
+
 __all__ = ["KernelSpec", "alias_of", "kernel_dirs_stamp", "parse_kernel_spec", "read_kernel_spec",
            "scan_kernel_dirs"]
 
@@ -91,9 +93,17 @@ def read_kernel_spec(name: str, folder: Path) -> KernelSpec:
     path = folder / "kernel.json"
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    except OSError as exc:  # a folder, a symlink loop or to nothing, no permission ...
+        hint = "; fix its permissions" if isinstance(exc, PermissionError) else ""
+        raise ValueError(f"{path}: cannot read it ({exc.strerror}){hint}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at"
+                         f" offset {exc.start}): a kernel.json must be UTF-8 JSON") from None
     return parse_kernel_spec(text, name, path, folder)
+
+
+def _missing(exc: OSError) -> bool:
+    return isinstance(exc, (FileNotFoundError, NotADirectoryError))
 
 
 def scan_kernel_dirs(directories: Iterable[Path], exclude: Iterable[str] = ()
@@ -101,8 +111,11 @@ def scan_kernel_dirs(directories: Iterable[Path], exclude: Iterable[str] = ()
     """Every ``<dir>/<name>/kernel.json``; the first directory holding a name wins.
 
     Names are lowercased, as Jupyter does. Returns the valid specs by name and one
-    problem line per folder that was skipped (bad name, malformed kernel.json). A
-    malformed spec still shadows one of the same name further down the path.
+    problem line per folder that was skipped (bad name, malformed or unreadable
+    kernel.json, a folder that cannot be read), with its path and what to do; control
+    characters in a problem are escaped. A malformed spec still shadows one of the
+    same name further down the path; a folder that cannot be read does not (Jupyter
+    does not see it either).
     """
     exclude = list(exclude)
     specs: dict[str, KernelSpec | None] = {}
@@ -110,22 +123,33 @@ def scan_kernel_dirs(directories: Iterable[Path], exclude: Iterable[str] = ()
     for directory in directories:
         try:
             folders = sorted(p for p in directory.iterdir() if p.is_dir())
-        except OSError:
-            continue  # most of a search path does not exist on a given machine
+        except OSError as exc:
+            if not _missing(exc):  # most of a search path does not exist on a machine
+                problems.append(one_line(
+                    f"{directory}: cannot list it ({exc.strerror}); fix its permissions;"
+                    " the kernelspecs in it are skipped"))
+            continue
         for folder in folders:
             name = folder.name.lower()
-            if name in specs or not (folder / "kernel.json").is_file():
+            if name in specs or any(fnmatch.fnmatch(name, pat) for pat in exclude):
                 continue
-            if any(fnmatch.fnmatch(name, pat) for pat in exclude):
+            try:
+                (folder / "kernel.json").lstat()  # a symlink to nothing is still a problem
+            except OSError as exc:
+                if not _missing(exc):  # one unreadable folder, not the whole listing
+                    problems.append(one_line(
+                        f"{folder}: cannot read it ({exc.strerror}); fix its permissions"
+                        " or exclude it; skipped"))
                 continue
-            if not _VALID_NAME.match(name):
-                problems.append(f"{folder}: kernel name {folder.name!r} is not valid"
-                                " (letters, digits, '.', '_' and '-' only); skipped")
+            if not _VALID_NAME.fullmatch(name):  # match() lets a final newline through
+                problems.append(one_line(
+                    f"{folder}: kernel name {folder.name!r} is not valid (letters, digits,"
+                    " '.', '_' and '-' only); skipped"))
                 continue
             try:
                 specs[name] = read_kernel_spec(name, folder)
             except ValueError as exc:
-                problems.append(f"{exc}; kernel skipped")
+                problems.append(one_line(f"{exc}; kernel skipped"))
                 specs[name] = None
     return {k: v for k, v in specs.items() if v is not None}, problems
 
@@ -144,7 +168,8 @@ def kernel_dirs_stamp(directories: Iterable[Path]) -> tuple[tuple[str, int, int]
     """What changes when a kernelspec is added, removed or edited in ``directories``:
     each folder's mtime and each kernel.json's mtime and size. Much cheaper than reading
     every kernel.json, so a cache can be checked on every listing (as stock Jupyter,
-    which rereads the folders each time, sees changes at once)."""
+    which rereads the folders each time, sees changes at once). A kernel.json's time is
+    its ctime where that is later: a chmod changes it, and not the mtime."""
     stamp: list[tuple[str, int, int]] = []
     for directory in directories:
         try:
@@ -158,5 +183,5 @@ def kernel_dirs_stamp(directories: Iterable[Path]) -> tuple[tuple[str, int, int]
                 info = os.stat(os.path.join(folder, "kernel.json"))
             except OSError:
                 continue
-            stamp.append((folder, info.st_mtime_ns, info.st_size))
+            stamp.append((folder, max(info.st_mtime_ns, info.st_ctime_ns), info.st_size))
     return tuple(stamp)

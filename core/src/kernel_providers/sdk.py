@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         write_connection_file,
     )
     from .elsewhere import (
+        WATCH_LOST,
         WatchedLauncher,
         client_connection,
         keep_key,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from .local import LocalLauncher, build_env, launch_local, substitute_argv
     from .orphans import Undo, undo_if_orphaned
     from .provider import KernelProvider, report_problem
+    from .text import one_line
     from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
 
 _MODULES = {
@@ -71,7 +73,7 @@ _MODULES = {
         "write_connection_file",
     ),
     "elsewhere": (
-        "WatchedLauncher", "client_connection", "kernel_connection", "keep_key",
+        "WATCH_LOST", "WatchedLauncher", "client_connection", "kernel_connection", "keep_key",
         "wait_for_ports",
     ),
     "errors": (
@@ -87,12 +89,14 @@ _MODULES = {
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
     "orphans": ("Undo", "undo_if_orphaned"),
     "provider": ("KernelProvider", "report_problem"),
+    "text": ("one_line",),
     "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
 }
 _HOMES = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "PORT_NAMES",
+    "WATCH_LOST",
     "ConfigError",
     "ConnectionInfo",
     "InterruptMode",
@@ -121,6 +125,7 @@ __all__ = [
     "kernel_dirs_stamp",
     "launch_local",
     "new_connection_info",
+    "one_line",
     "parse_kernel_spec",
     "read_kernel_spec",
     "ready_seconds",

@@ -127,7 +127,7 @@ def ready_seconds(options: LaunchOptions) -> float:
 
 def validate_provider_id(provider_id: str) -> str:
     """Return ``provider_id`` if it is a valid provider id, else raise ``ValueError``."""
-    if not _PROVIDER_ID.match(provider_id):
+    if not _PROVIDER_ID.fullmatch(provider_id):
         raise ValueError(
             f"provider id {provider_id!r} must be lowercase letters, digits, '-' or '_',"
             " starting with a letter"

@@ -17,6 +17,7 @@ from kernel_providers.sdk import (
     KernelProvider,
     KernelType,
     LaunchOptions,
+    one_line,
     report_problem,
 )
 
@@ -32,6 +33,7 @@ from .environments import (
     launch_in_environment,
     launch_inputs,
     list_kernels,
+    looks_like,
     mtime_stamp,
     site_packages,
     unique_names,
@@ -88,11 +90,14 @@ def _expand(path: str) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
+def _is_conda(prefix: Path) -> bool:
+    return (prefix / "conda-meta").is_dir()
+
+
 def _root_of(executable: str) -> Path | None:
     path = Path(executable).resolve()
     if path.parent.name in ("bin", "condabin", "Scripts"):
-        root = path.parent.parent
-        return root if (root / "conda-meta").is_dir() else None
+        return path.parent.parent  # root_prefixes checks it is one
     return None
 
 
@@ -106,7 +111,7 @@ class CondaProvider(KernelProvider[CondaConfig]):
 
     def __init__(self) -> None:
         self.config = CondaConfig()
-        self._probes = ProbeCache(self._watched, self._probe)
+        self._probes = ProbeCache(self._watched, self._probe, self.id)
         self._listed: tuple[tuple[int, ...], list[Path]] | None = None
         self._kernels: Known = {}
         self._named: set[Path] = set()
@@ -117,7 +122,7 @@ class CondaProvider(KernelProvider[CondaConfig]):
     def executable(self) -> str | None:
         """The conda, mamba or micromamba executable to ask, if any."""
         for var in ("CONDA_EXE", "MAMBA_EXE"):
-            if os.environ.get(var) and Path(os.environ[var]).exists():
+            if os.environ.get(var) and os.path.exists(os.environ[var]):  # never raises
                 return os.environ[var]
         for name in ("conda", "mamba", "micromamba"):
             found = shutil.which(name)
@@ -127,7 +132,8 @@ class CondaProvider(KernelProvider[CondaConfig]):
 
     def root_prefixes(self, exe: str | None) -> list[Path]:
         """Root (base) prefixes: the executable's install (``exe``), MAMBA_ROOT_PREFIX,
-        well-known install folders; only those that are conda prefixes."""
+        well-known install folders; only those that are conda prefixes (one that cannot
+        be read is reported)."""
         roots: list[Path] = []
         candidates = [_root_of(exe) if exe else None]
         if os.environ.get("MAMBA_ROOT_PREFIX"):
@@ -136,7 +142,8 @@ class CondaProvider(KernelProvider[CondaConfig]):
         candidates += [home / name for name in _WELL_KNOWN_ROOTS]
         candidates += [Path("/opt/conda"), Path("/opt/miniconda3"), Path("/opt/miniforge3")]
         for root in candidates:
-            if root is not None and (root / "conda-meta").is_dir() and root not in roots:
+            if root is not None and root not in roots and looks_like(
+                    _is_conda, root, root.name, self.config.exclude, self.id):
                 roots.append(root)
         return roots
 
@@ -160,8 +167,12 @@ class CondaProvider(KernelProvider[CondaConfig]):
         for rc in condarcs:
             try:
                 dirs += [_expand(d) for d in read_envs_dirs(rc.read_text(encoding="utf-8"))]
-            except OSError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
+            except (OSError, UnicodeDecodeError) as exc:  # a problem, not the end of conda
+                why = exc.strerror if isinstance(exc, OSError) else f"not UTF-8: {exc}"
+                report_problem(one_line(f"{rc}: cannot read it ({why}); fix it; the"
+                                        " envs_dirs it names are not searched"))
         dirs += [root / "envs" for root in roots]
         dirs.append(Path.home() / ".conda" / "envs")
         unique: list[Path] = []
@@ -207,10 +218,9 @@ class CondaProvider(KernelProvider[CondaConfig]):
     def _probe(prefix: Path) -> Environment:
         problems: list[str] = []
         meta = prefix / "conda-meta"
-        try:
-            records = os.listdir(meta)
-        except OSError as exc:
-            return Environment(prefix, "conda", problems=(f"{meta}: {exc.strerror}",))
+        # An OSError (conda-meta gone or unreadable ...) goes to ProbeCache.get: reported,
+        # and probed again next time (a chmod changes no mtime).
+        records = os.listdir(meta)
         packages: dict[str, tuple[str, Path]] = {}
         for record in records:
             if record.endswith(".json") and record.count("-") >= 2:
@@ -222,6 +232,8 @@ class CondaProvider(KernelProvider[CondaConfig]):
             try:
                 json.loads(path.read_text(encoding="utf-8"))
                 has_ipykernel = True
+            except PermissionError:
+                raise  # ProbeCache.get: reported, and probed again next time
             except (OSError, ValueError) as exc:
                 problems.append(f"{path}: unreadable package record ({exc}); the"
                                 " environment's Python kernel is skipped")
@@ -243,23 +255,26 @@ class CondaProvider(KernelProvider[CondaConfig]):
                 env_vars = {str(k): str(v) for k, v in
                             json.loads(state.read_text(encoding="utf-8"))
                             .get("env_vars", {}).items()}
+            except PermissionError:
+                raise  # ProbeCache.get: reported, and probed again next time
             except (OSError, ValueError, AttributeError) as exc:
                 problems.append(f"{state}: unreadable ({exc}); its env_vars are not set")
         specs, spec_problems = env_kernelspecs(prefix)
         return Environment(prefix, "conda", python, version, has_ipykernel, specs, env_vars,
-                           tuple(problems + spec_problems))
+                           tuple(problems + spec_problems), bool(spec_problems))
 
     def _scan(self, listed: list[Path], roots: list[Path], dirs: list[Path]) -> list[KernelType]:
         claims: list[tuple[str, Path]] = []
         if self.config.include_root:
             claims += [("base" if i == 0 else root.name, root) for i, root in enumerate(roots)]
+        exclude = self.config.exclude
         for directory in dirs:
             for child, prefix in folder_entries(directory):
-                if (prefix / "conda-meta").is_dir():
+                if looks_like(_is_conda, prefix, child, exclude, self.id):
                     claims.append((child, prefix))
         root_set = set(roots)
-        extra = {p for p in listed + self._environments_txt()
-                 if (p / "conda-meta").is_dir() and p not in root_set}
+        extra = {p for p in listed + self._environments_txt() if p not in root_set
+                 and looks_like(_is_conda, p, p.name, exclude, self.id)}
         claims += [(p.name, p) for p in sorted(extra)]
         names = unique_names(claims)
         kernels, known = list_kernels(names, self._probes, self.config.exclude, self.id)

@@ -21,6 +21,7 @@ from kernel_providers.sdk import (
     LaunchFailed,
     LaunchOptions,
     launch_local,
+    one_line,
     report_problem,
     scan_kernel_dirs,
 )
@@ -35,13 +36,16 @@ __all__ = [
     "launch_in_environment",
     "launch_inputs",
     "list_kernels",
+    "looks_like",
     "mtime_stamp",
     "site_packages",
     "unique_names",
+    "unreadable",
 ]
 
 _WINDOWS = sys.platform == "win32"
 _PYTHON_DIR = re.compile(r"^python(\d+\.\d+)t?$")
+_MISSING = (FileNotFoundError, NotADirectoryError)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,17 @@ class Environment:
     kernelspecs: dict[str, KernelSpec] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    #: probe it again on the next listing whatever the mtimes: what is wrong (a chmod, a
+    #: kernel.json fixed in place) can be put right without changing a watched mtime
+    recheck: bool = False
+
+
+def unreadable(path: object, exc: OSError, provider: str, skipped: str) -> str:
+    """The problem line for ``path``, which exists but ``exc`` kept from being read: the
+    path, what is wrong, what to do, and what is ``skipped``."""
+    hint = (f"; fix its permissions or exclude it (`exclude` in [providers.{provider}])"
+            if isinstance(exc, PermissionError) else "")
+    return one_line(f"{path}: cannot read it ({exc.strerror or exc}){hint}; {skipped}")
 
 
 def find_python(prefix: Path) -> Path | None:
@@ -70,13 +85,14 @@ def find_python(prefix: Path) -> Path | None:
 
 
 def site_packages(prefix: Path) -> tuple[Path | None, str | None]:
-    """The environment's site-packages folder and the Python version it belongs to."""
+    """The environment's site-packages folder and the Python version it belongs to;
+    OSError when a folder on the way exists but cannot be read."""
     if _WINDOWS:
         folder = prefix / "Lib" / "site-packages"
         return (folder if folder.is_dir() else None), None
     try:
         entries = sorted(os.listdir(prefix / "lib"), reverse=True)
-    except OSError:
+    except _MISSING:
         return None, None
     for entry in entries:
         match = _PYTHON_DIR.match(entry)
@@ -86,12 +102,13 @@ def site_packages(prefix: Path) -> tuple[Path | None, str | None]:
 
 
 def has_package(folder: Path | None, name: str) -> bool:
-    """Whether ``name`` is installed in a site-packages folder (package dir or metadata)."""
+    """Whether ``name`` is installed in a site-packages folder (package dir or metadata);
+    OSError when the folder cannot be read (whether it is, nobody can tell)."""
     if folder is None:
         return False
     try:
         entries = os.listdir(folder)
-    except OSError:
+    except _MISSING:
         return False
     prefix = name + "-"
     return name in entries or any(
@@ -126,12 +143,27 @@ def excluded(name: str, prefix: Path, patterns: Iterable[str]) -> bool:
 
 def folder_entries(directory: Path) -> list[tuple[str, Path]]:
     """(name, path) of each entry of ``directory``, in name order (stable names for
-    stable ids); none when it is missing or unreadable."""
+    stable ids); none when it is missing, or unreadable (then reported)."""
     try:
         names = sorted(os.listdir(directory))
-    except OSError:
+    except OSError as exc:
+        if not isinstance(exc, _MISSING):
+            report_problem(one_line(f"{directory}: cannot list it ({exc.strerror}); fix its"
+                                    " permissions; the environments in it are skipped"))
         return []
     return [(name, directory / name) for name in names]
+
+
+def looks_like(test: Callable[[Path], object], prefix: Path, name: str,
+               exclude: Iterable[str], provider: str) -> bool:
+    """Whether ``test(prefix)`` (does the folder hold an environment?); False when the
+    folder cannot be read: reported, unless excluded, as that folder's problem alone."""
+    try:
+        return bool(test(prefix))
+    except OSError as exc:
+        if not excluded(name, prefix, exclude):
+            report_problem(unreadable(prefix, exc, provider, "skipped"))
+        return False
 
 
 def mtime_stamp(path: str) -> int:
@@ -149,8 +181,8 @@ class ProbeCache:
     them. The kernel types built from an environment are kept alongside."""
 
     def __init__(self, watched: Callable[[Path], list[Path]],
-                 probe: Callable[[Path], Environment]) -> None:
-        self._watched, self._probe = watched, probe
+                 probe: Callable[[Path], Environment], provider: str) -> None:
+        self._watched, self._probe, self._provider = watched, probe, provider
         # prefix -> (watched paths, their mtimes, environment, {name: kernel types})
         self._entries: dict[Path, tuple[list[str], tuple[int, ...], Environment,
                                         dict[str, list[KernelType]]]] = {}
@@ -158,17 +190,26 @@ class ProbeCache:
     def get(self, prefix: Path) -> Environment:
         """The environment at ``prefix``, probed again only if it changed."""
         entry = self._entries.get(prefix)
-        if entry is not None and tuple(mtime_stamp(p) for p in entry[0]) == entry[1]:
+        if entry is not None and not entry[2].recheck and \
+                tuple(mtime_stamp(p) for p in entry[0]) == entry[1]:
             return entry[2]
         paths = self.watched_paths(prefix)
         stamps = tuple(mtime_stamp(p) for p in paths)
-        env = self._probe(prefix)
+        try:
+            env = self._probe(prefix)
+        except OSError as exc:  # a folder inside cannot be read: this environment alone
+            env = Environment(prefix, self._provider, recheck=True, problems=(unreadable(
+                exc.filename or prefix, exc, self._provider, f"environment {prefix} skipped"),))
         self._entries[prefix] = (paths, stamps, env, {})
         return env
 
     def watched_paths(self, prefix: Path) -> list[str]:
         """The paths whose mtimes validate the probe of ``prefix``."""
-        return [str(p) for p in [prefix, prefix / "lib", *self._watched(prefix)]]
+        try:
+            own = self._watched(prefix)
+        except OSError:
+            own = []  # unreadable: the probe reports it
+        return [str(p) for p in [prefix, prefix / "lib", *own]]
 
     def kernels(self, env: Environment, name: str, provider: str,
                 label: str) -> list[KernelType]:
@@ -193,9 +234,14 @@ def list_kernels(names: dict[Path, str], probes: ProbeCache, exclude: Iterable[s
     for prefix, name in names.items():
         if excluded(name, prefix, exclude):
             continue
+        if one_line(name) != name:  # a newline in an id would break every listing of it
+            report_problem(one_line(
+                f"{prefix}: the environment name {name!r} holds control characters, which"
+                " a kernel id cannot; rename the folder (or exclude it); skipped"))
+            continue
         env = probes.get(prefix)
         for problem in env.problems:
-            report_problem(problem)
+            report_problem(one_line(problem))
         kind = (kinds or {}).get(prefix, env.kind)
         if kind != env.kind:
             env = replace(env, kind=kind)
@@ -249,7 +295,8 @@ async def launch_in_environment(kernel_type: KernelType, env: Environment,
 
 
 def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:
-    """Kernelspecs installed inside the environment (``share/jupyter/kernels``)."""
+    """Kernelspecs installed inside the environment (``share/jupyter/kernels``), and a
+    problem line for each that is skipped (malformed, unreadable)."""
     return scan_kernel_dirs([prefix / "share" / "jupyter" / "kernels"])
 
 

@@ -29,6 +29,7 @@ from .environments import (
     launch_in_environment,
     launch_inputs,
     list_kernels,
+    looks_like,
     site_packages,
     unique_names,
 )
@@ -71,6 +72,14 @@ def default_venv_dirs() -> list[tuple[Path, str]]:
     ]
 
 
+def _is_venv(prefix: Path) -> bool:
+    return (prefix / "pyvenv.cfg").is_file()
+
+
+def _has_venv(project: Path) -> bool:
+    return _is_venv(project / ".venv")
+
+
 class VenvProvider(KernelProvider[VenvConfig]):
     """Every virtualenv (``pyvenv.cfg``) and pyenv version with ipykernel installed, as
     ``venv/<name>``; kernelspecs inside them as ``venv/<name>/<spec>``."""
@@ -81,7 +90,7 @@ class VenvProvider(KernelProvider[VenvConfig]):
 
     def __init__(self) -> None:
         self.config = VenvConfig()
-        self._probes = ProbeCache(self._watched, self._probe)
+        self._probes = ProbeCache(self._watched, self._probe, self.id)
         self._kernels: Known = {}
         self._listed: list[Path] = []  # folders the last scan listed
 
@@ -94,24 +103,24 @@ class VenvProvider(KernelProvider[VenvConfig]):
     def _claims(self) -> list[tuple[str, Path, str]]:
         claims: list[tuple[str, Path, str]] = []
         listed = [directory for directory, _ in self.search_dirs()]
+        exclude = self.config.exclude
         for directory, kind in self.search_dirs():
             for child, prefix in folder_entries(directory):
-                if (prefix / "pyvenv.cfg").is_file():
+                if looks_like(_is_venv, prefix, child, exclude, self.id):
                     claims.append((child, prefix, "venv"))
-                elif kind == "pyenv" and find_python(prefix) is not None:
+                elif kind == "pyenv" and looks_like(find_python, prefix, child, exclude,
+                                                    self.id):
                     claims.append((child, prefix, "pyenv"))
         projects = [Path.cwd()] if self.config.include_cwd else []
         for folder in self.config.project_dirs:
             root = Path(os.path.expanduser(folder))
             projects.append(root)
             listed.append(root)
-            try:
-                projects += sorted(p for p in root.iterdir() if p.is_dir())
-            except OSError:
-                continue
+            projects += [p for name, p in folder_entries(root)
+                         if looks_like(Path.is_dir, p, name, exclude, self.id)]
         for project in projects:
             listed.append(project / ".venv" / "pyvenv.cfg")  # one appears, or goes
-            if (project / ".venv" / "pyvenv.cfg").is_file():
+            if looks_like(_has_venv, project, project.name, exclude, self.id):
                 claims.append((project.name, project / ".venv", "project"))
         self._listed = listed
         return claims
@@ -128,12 +137,12 @@ class VenvProvider(KernelProvider[VenvConfig]):
         cfg = prefix / "pyvenv.cfg"
         kind = "venv" if cfg.exists() else "pyenv"
         if kind == "venv":
-            try:
+            try:  # an OSError goes to ProbeCache.get: reported, and probed again next time
                 for line in cfg.read_text(encoding="utf-8").splitlines():
                     key, _, value = line.partition("=")
                     if key.strip() in ("version", "version_info") and value.strip():
                         version = ".".join(value.strip().split(".")[:2])
-            except (OSError, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError as exc:
                 return Environment(prefix, kind, problems=(
                     f"{cfg}: unreadable ({exc}); environment skipped",))
         sp, sp_version = site_packages(prefix)
@@ -145,7 +154,7 @@ class VenvProvider(KernelProvider[VenvConfig]):
             has_ipykernel = False
         specs, spec_problems = env_kernelspecs(prefix)
         return Environment(prefix, kind, python, version or sp_version, has_ipykernel,
-                           specs, {}, tuple(problems + spec_problems))
+                           specs, {}, tuple(problems + spec_problems), bool(spec_problems))
 
     def _scan(self) -> list[KernelType]:
         claims = self._claims()
