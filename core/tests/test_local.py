@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import KernelType, LaunchFailed, LaunchOptions, OutputBuffer, launch_local
+from kernel_providers import (
+    KernelFinder,
+    KernelType,
+    LaunchFailed,
+    LaunchOptions,
+    OutputBuffer,
+    launch_local,
+)
 from kernel_providers.connection import PORT_NAMES, runtime_dir
 from kernel_providers.local import build_env, substitute_argv
 from kernel_providers.testing import run_code
@@ -199,3 +206,13 @@ def test_output_buffer_is_bounded() -> None:
 def test_runtime_dir_is_private(kp_isolated: Path) -> None:
     assert runtime_dir() == kp_isolated
     assert kp_isolated.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_unwritable_runtime_dir_is_a_clear_launch_failure(
+        finder: KernelFinder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(blocker / "runtime"))
+    with pytest.raises(LaunchFailed, match=r"cannot create Jupyter's runtime dir .*a-file/"
+                                           r"runtime.*set JUPYTER_RUNTIME_DIR"):
+        asyncio.run(finder.launch("test/python"))

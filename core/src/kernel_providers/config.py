@@ -7,6 +7,7 @@ Jupyter's config dir. Unknown keys warn; invalid values fail naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -69,6 +70,11 @@ def load_config(path: Path | str | None = None) -> Config:
         return Config(path=path)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not UTF-8 text (byte"
+                          f" {exc.object[exc.start]:#04x} at offset {exc.start}): write it"
+                          " as TOML in UTF-8, or point KERNEL_PROVIDERS_CONFIG elsewhere"
+                          ) from None
     providers = data.pop("providers", {})
     if not isinstance(providers, dict) or not all(
             isinstance(v, dict) for v in providers.values()):
@@ -112,12 +118,22 @@ def _check(value: Any, expected: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected nothing, got {value!r}")
     if expected is Any:
         return value
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _amount(float(value), where)
     if isinstance(expected, type) and isinstance(value, expected) and not (
             expected is not bool and isinstance(value, bool)):
         return value
     raise ConfigError(f"{where}: expected {_name(expected)}, got {value!r}")
+
+
+def _amount(value: float, where: str) -> float:
+    # Every number in the configuration is a duration, a size or a count: a negative
+    # or non-finite one (nan, inf) is a mistake, and a timeout of 0 would never wait.
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where}: expected a finite number >= 0, got {value!r}")
+    if value == 0 and where.endswith("timeout"):
+        raise ConfigError(f"{where}: a timeout must be more than 0 seconds")
+    return value
 
 
 def _check_union(value: Any, expected: Any, where: str) -> Any:

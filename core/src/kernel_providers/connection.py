@@ -42,7 +42,12 @@ def runtime_dir() -> Path:
         else:
             data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
             path = Path(data) / "jupyter" / "runtime"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LaunchFailed(f"cannot create Jupyter's runtime dir {path} (where connection"
+                           f" files go): {exc.strerror}; set JUPYTER_RUNTIME_DIR to a folder"
+                           " you can write") from None
     return path
 
 
@@ -85,7 +90,11 @@ def write_connection_file(info: ConnectionInfo, directory: Path | None = None,
     """Write ``info`` to a new file, readable and writable by its owner only (0600)."""
     directory = directory or runtime_dir()
     path = directory / f"{prefix}-{secrets.token_hex(16)}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise LaunchFailed(f"cannot write a connection file in {directory}: {exc.strerror};"
+                           " set JUPYTER_RUNTIME_DIR to a folder you can write") from None
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -339,3 +340,20 @@ def test_mount_cwd_of_a_folder_that_is_not_there(docker_finder: Any, docker_clie
         all=True, filters={"label": "io.kernel-providers.managed=1"})}
     assert after == before
     assert cwd.exists() == (kind == "file")  # Docker did not create it either
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"mem_limit": "lots"}, "mem_limit = 'lots' is not a size; write a number with a unit"),
+    ({"network": "host"}, "network = 'host': its ports are published on 127.0.0.1 only"),
+    ({"mounts": ["{missing}:/data"]}, "does not exist on this machine; create it, or fix"
+                                      " `mounts` in [providers.docker]"),
+])
+def test_impossible_settings_fail_clearly(docker_finder: Any, tmp_path: Path,
+                                          table: dict[str, Any], message: str) -> None:
+    missing = tmp_path / "missing"
+    table = {k: [m.format(missing=missing) for m in v] if isinstance(v, list) else v
+             for k, v in table.items()}
+    finder = docker_finder(**table)
+    with pytest.raises(LaunchFailed, match=re.escape(message)):
+        asyncio.run(finder.launch(IMAGE_ID))
+    assert not missing.exists()  # Docker would have made it, as root

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import tarfile
 import threading
@@ -170,9 +171,29 @@ def _mounts(specs: list[str]) -> dict[str, dict[str, str]]:
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise LaunchFailed(f"bad mount {spec!r}: use 'host-path:container-path[:ro]'")
         mode = parts[2] if len(parts) == 3 else "rw"
-        volumes[os.path.abspath(os.path.expanduser(parts[0]))] = {"bind": parts[1],
-                                                                   "mode": mode}
+        source = os.path.abspath(os.path.expanduser(parts[0]))
+        if not os.path.exists(source):  # Docker would make it, as root
+            raise LaunchFailed(f"mount {spec!r}: {source} does not exist on this machine;"
+                               " create it, or fix `mounts` in [providers.docker]")
+        volumes[source] = {"bind": parts[1], "mode": mode}
     return volumes
+
+
+def _check_target(kernel_type: KernelType, target: LaunchTarget) -> None:
+    """Refuse settings Docker would reject with an SDK error, naming the setting."""
+    if target.network == "host":
+        raise LaunchFailed(
+            f"cannot start {kernel_type.id} with network = 'host': its ports are published"
+            " on 127.0.0.1 only, which the host network cannot do (it would expose the"
+            " kernel on every interface); use a bridge network in [providers.docker]")
+    if target.mem_limit is not None and not _MEMORY.fullmatch(target.mem_limit):
+        raise LaunchFailed(
+            f"cannot start {kernel_type.id}: mem_limit = {target.mem_limit!r} is not a size;"
+            " write a number with a unit b, k, m or g (e.g. '512m', '2g') in"
+            " [providers.docker]")
+
+
+_MEMORY = re.compile(r"\d+(\.\d+)?[bkmgBKMG]?")
 
 
 def _host_cwd(kernel_type: KernelType, target: LaunchTarget,
@@ -240,11 +261,12 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     The connection file goes into the container (0600) through the API, never on a
     command line or in an image layer. Nothing is left behind if this raises.
     """
-    from docker.errors import APIError, ImageNotFound
+    from docker.errors import APIError, DockerException, ImageNotFound
 
     from .images import ensure_image
 
-    host_cwd = _host_cwd(kernel_type, target, options)  # before a pull: fail fast
+    _check_target(kernel_type, target)  # before a pull: fail fast
+    host_cwd = _host_cwd(kernel_type, target, options)
     inner, dictated = kernel_connection(kernel_type, options, CONTAINER_PORTS, ip="0.0.0.0")
     await ensure_image(client, target.image, target.pull, target.pull_timeout)
     reuse = dictated or options.connection_info or {}
@@ -273,6 +295,9 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     except APIError as exc:
         raise LaunchFailed(f"Docker could not start {kernel_type.id}:"
                            f" {exc.explanation or exc}") from None
+    except DockerException as exc:  # the SDK refused a setting before asking the engine
+        raise LaunchFailed(f"Docker could not start {kernel_type.id}: {exc}; check its"
+                           " settings in [providers.docker]") from None
     try:
         published = container.attrs["NetworkSettings"]["Ports"]
         reachable: dict[str, Any] = {**inner, "ip": "127.0.0.1"}
