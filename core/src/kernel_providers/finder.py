@@ -244,9 +244,7 @@ class KernelFinder:
                 by_name.setdefault(kernel.name, []).append(kernel.id)
         close = [i for match in difflib.get_close_matches(name, list(by_name), n=3)
                  for i in by_name[match]][:3]
-        detail = f"provider {provider_id!r} failed: {report.message}" \
-            if report.status == "error" else ""
-        raise NoSuchKernel(kernel_id, close, detail)
+        raise NoSuchKernel(kernel_id, close, _why_missing(report, name))
 
     # --- launching ---------------------------------------------------------------------
 
@@ -330,3 +328,14 @@ class KernelFinder:
                       exc_info=exc)
 
         self.manager.call_each(name, failed, **kwargs)
+
+
+def _why_missing(report: ProviderReport, name: str) -> str:
+    """What the provider said that may explain a missing kernel ``<provider>/<name>``:
+    its failure, and the problems naming a part of ``name`` (a host, an environment)."""
+    parts = [f"provider {report.id!r} failed: {report.message}"] \
+        if report.status == "error" else []
+    segments = [s for s in name.split("/") if s]
+    parts += [p for p in report.problems if any(s in p for s in segments)]
+    return "; ".join(parts)
+

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import KernelFinder, LaunchOptions
+from kernel_providers import KernelFinder, LaunchOptions, NoSuchKernel
 from kernel_providers.testing import ConformanceSuite, run_code
 from kernel_providers_ssh import CONNECTION_LOST
 
@@ -95,6 +95,11 @@ def test_unknown_host_key_is_refused(ssh_finder: Any, tmp_path: Path) -> None:
     report = next(r for r in finder.reports if r.id == "ssh")
     assert "host key not verified" in report.message or any(
         "host key not verified" in p for p in report.problems)
+    # Starting one of its kernels says why it is missing: the host, the problem, the fix.
+    with pytest.raises(NoSuchKernel) as missing:
+        asyncio.run(ssh_finder(known_hosts=str(empty)).launch(KERNEL))
+    problem = next(p for p in report.problems if "host key not verified" in p)
+    assert problem in str(missing.value) and "testbox" in problem
     # The user may relax it for one host, deliberately.
     relaxed = ssh_finder(known_hosts=str(empty), hosts=["unverified"],
                          insecure_hosts=["unverified"])
