@@ -4,10 +4,12 @@ conda keeps (and its own environment list when an executable is at hand)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -191,17 +193,13 @@ class CondaProvider(KernelProvider[CondaConfig]):
             return self._listed[1]
         prefixes: list[Path] = []
         try:
-            proc = await asyncio.create_subprocess_exec(
-                exe, "env", "list", "--json", stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), 15)
-            except (asyncio.TimeoutError, TimeoutError):
-                proc.kill()
-                await proc.wait()
-                raise
-            prefixes = [Path(p) for p in json.loads(out).get("envs", [])]
-        except (OSError, ValueError, AttributeError, asyncio.TimeoutError, TimeoutError) as exc:
+            prefixes = [Path(p) for p in json.loads(await _env_list(exe)).get("envs", [])]
+        except (asyncio.TimeoutError, TimeoutError):
+            report_problem(f"`{exe} env list --json` did not answer within"
+                           f" {_EXECUTABLE_SECONDS:g} s (ended); listing from conda's files"
+                           " only (set use_executable = false in [providers.conda] to stop"
+                           " asking it)")
+        except (OSError, ValueError, AttributeError) as exc:
             report_problem(f"`{exe} env list --json` failed ({type(exc).__name__}: {exc});"
                            " listing from conda's files only")
         self._listed = (stamp, prefixes)
@@ -324,3 +322,27 @@ class CondaProvider(KernelProvider[CondaConfig]):
         activation.update(env.env_vars)
         return await launch_in_environment(kernel_type, env, spec_name, options, activation,
                                            runner)
+
+
+#: how long `conda env list` may take: less than the default discovery timeout (10 s),
+#: so that the files still list when the executable hangs
+_EXECUTABLE_SECONDS = 8.0
+
+
+async def _env_list(exe: str) -> bytes:
+    """The output of ``exe env list --json``. The executable and whatever it started
+    (conda is often a script) end with the call, even when it times out or the listing
+    is cancelled: nothing is left running."""
+    proc = await asyncio.create_subprocess_exec(
+        exe, "env", "list", "--json", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), _EXECUTABLE_SECONDS)
+        return out
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own group: whatever it started
+        if proc.returncode is None:
+            await asyncio.shield(proc.wait())
+
