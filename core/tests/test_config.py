@@ -111,13 +111,14 @@ def test_invalid_provider_table_fails_that_provider_only(tmp_path: Path,
                                               provider="conf"), None, True))
 
 
+@pytest.mark.reliability("bad input")
 @pytest.mark.parametrize(("text", "message"), [
     ("ready_timeout = -5", "ready_timeout: expected a finite number >= 0, got -5.0"),
     ("ready_timeout = nan", "ready_timeout: expected a finite number >= 0, got nan"),
     ("discovery_timeout = inf", "discovery_timeout: expected a finite number >= 0, got inf"),
     ("ready_timeout = 0", "ready_timeout: a timeout must be more than 0 seconds"),
     ("cache_ttl = -1", "cache_ttl: expected a finite number >= 0, got -1.0"),
-])
+], ids=["negative", "nan", "inf", "zero-timeout", "negative-ttl"])
 def test_impossible_numbers_are_refused(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text + "\n")
     with pytest.raises(ConfigError) as caught:
@@ -129,6 +130,7 @@ def test_cache_ttl_zero_is_allowed(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "cache_ttl = 0\n")).cache_ttl == 0.0
 
 
+@pytest.mark.reliability("bad input")
 def test_a_binary_config_file_is_named(tmp_path: Path) -> None:
     path = tmp_path / "kp.toml"
     path.write_bytes(b"\xff\xfe\x00binary")

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kernel_providers import KernelLauncher, KernelType, LaunchOptions, hookimpl, hookspecs
 from kernel_providers.testing import run_code
 
@@ -177,6 +179,7 @@ def test_trace_shows_every_hook_call(kp_isolated: Path, make_finder: Any, fake_d
         assert re.search(rf"^ *{name} \[hook\]", err, re.MULTILINE), f"{name} not traced"
 
 
+@pytest.mark.reliability("security")
 def test_trace_never_shows_the_key(kp_isolated: Path, make_finder: Any, capsys: Any,
                                    monkeypatch: Any) -> None:
     """A restart passes the old connection (with its key) through kernel_launch_options:

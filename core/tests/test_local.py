@@ -208,6 +208,7 @@ def test_runtime_dir_is_private(kp_isolated: Path) -> None:
     assert kp_isolated.stat().st_mode & 0o777 == 0o700
 
 
+@pytest.mark.reliability("bad input")
 def test_an_unwritable_runtime_dir_is_a_clear_launch_failure(
         finder: KernelFinder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "a-file"

@@ -16,6 +16,8 @@ import pytest
 
 from kernel_providers.testing import process_alive
 
+pytestmark = pytest.mark.reliability("orphans")
+
 #: Launches a local kernel whose process group also holds a `sleep` (a process the kernel
 #: started), prints what it made, then waits to be killed.
 LAUNCHING_SCRIPT = textwrap.dedent("""

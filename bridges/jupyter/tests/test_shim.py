@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kernel_providers.connection import allocate_ports, new_connection_info, write_connection_file
 
 SHIM = [sys.executable, "-m", "kernel_providers_jupyter.shim"]
@@ -80,6 +82,7 @@ def start_shim(kernel_id: str, path: Path, **env: str
                 raise AssertionError(f"no kernel: shim status {process.returncode}") from None
 
 
+@pytest.mark.reliability("orphans")
 def test_a_killed_shims_container_is_gone_within_5_s(docker_kernel: str, tmp_path: Path,
                                                      our_containers: Any) -> None:
     kernel_id = "docker/" + os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")

@@ -14,7 +14,9 @@ and may change. Applications that *use* kernels import from ``kernel_providers``
   :class:`WatchedLauncher`, whose end the provider's watcher reports;
 - nothing left behind: :func:`undo_if_orphaned` registers what the per-process reaper
   removes (a container, a job) if the launching process dies before cleanup — pass its
-  :class:`Undo` to ``launcher.cancel_at_cleanup``;
+  :class:`Undo` to ``launcher.cancel_at_cleanup``; :func:`owner_tag`, :func:`verify_tag`,
+  :func:`process_stamp`, :func:`stamp_alive`, :func:`claim` and :func:`claimed` tell
+  ``cleanup_orphans`` what is ours and no longer owned;
 - configuration tables and the errors every provider raises.
 """
 
@@ -62,6 +64,14 @@ if TYPE_CHECKING:
     from .launcher import KernelLauncher, OutputBuffer
     from .local import LocalLauncher, build_env, launch_local, substitute_argv
     from .orphans import Undo, undo_if_orphaned
+    from .ownership import (
+        claim,
+        claimed,
+        owner_tag,
+        process_stamp,
+        stamp_alive,
+        verify_tag,
+    )
     from .provider import KernelProvider, report_problem
     from .text import one_line
     from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
@@ -84,10 +94,12 @@ _MODULES = {
     "kernelspecs": (
         "KernelSpec", "alias_of", "kernel_dirs_stamp", "parse_kernel_spec", "read_kernel_spec",
         "scan_kernel_dirs",
+    "stamp_alive",
     ),
     "launcher": ("KernelLauncher", "OutputBuffer"),
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
     "orphans": ("Undo", "undo_if_orphaned"),
+    "ownership": ("claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"),
     "provider": ("KernelProvider", "report_problem"),
     "text": ("one_line",),
     "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
@@ -117,6 +129,8 @@ __all__ = [
     "alias_of",
     "build_env",
     "build_options",
+    "claim",
+    "claimed",
     "client_connection",
     "dictated_connection",
     "hookimpl",
@@ -126,14 +140,18 @@ __all__ = [
     "launch_local",
     "new_connection_info",
     "one_line",
+    "owner_tag",
     "parse_kernel_spec",
+    "process_stamp",
     "read_kernel_spec",
     "ready_seconds",
     "remove_connection_file",
     "report_problem",
     "scan_kernel_dirs",
+    "stamp_alive",
     "substitute_argv",
     "undo_if_orphaned",
+    "verify_tag",
     "wait_for_ports",
     "write_connection_file",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -145,6 +146,7 @@ def test_interrupt_kill_and_status(docker_finder: Any) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.reliability("orphans")
 def test_orphaned_containers_are_cleaned_up(docker_finder: Any, docker_client: Any,
                                             tmp_path: Path) -> None:
     docker_finder()  # the leftover check
@@ -184,6 +186,7 @@ def test_orphaned_containers_are_cleaned_up(docker_finder: Any, docker_client: A
             proc.stdout.close()
 
 
+@pytest.mark.reliability("orphans")
 @pytest.mark.parametrize("end", ["sigkill", "sigterm", "exit"])
 def test_a_dead_launchers_container_is_gone_within_5_s(docker_finder: Any,
                                                        docker_client: Any, end: str) -> None:
@@ -227,6 +230,7 @@ def test_a_dead_launchers_container_is_gone_within_5_s(docker_finder: Any,
             proc.stdout.close()
 
 
+@pytest.mark.reliability("orphans")
 @pytest.mark.parametrize("moment", ["starting", "shutting-down"])
 def test_sigterm_to_run_leaves_no_container(docker_finder: Any, docker_client: Any,
                                             moment: str) -> None:
@@ -342,6 +346,7 @@ def test_mount_cwd_of_a_folder_that_is_not_there(docker_finder: Any, docker_clie
     assert cwd.exists() == (kind == "file")  # Docker did not create it either
 
 
+@pytest.mark.reliability("bad input")
 @pytest.mark.parametrize(("table", "message"), [
     ({"mem_limit": "lots"}, "mem_limit = 'lots' is not a size; write a number with a unit"),
     ({"network": "host"}, "network = 'host': its ports are published on 127.0.0.1 only"),
@@ -357,3 +362,110 @@ def test_impossible_settings_fail_clearly(docker_finder: Any, tmp_path: Path,
     with pytest.raises(LaunchFailed, match=re.escape(message)):
         asyncio.run(finder.launch(IMAGE_ID))
     assert not missing.exists()  # Docker would have made it, as root
+
+
+# --- cleanup touches only what is ours and no longer owned ----------------------------
+
+
+def _cleanup() -> str:
+    out = subprocess.run(["kernel-providers", "cleanup"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.reliability("ownership")
+def test_cleanup_never_touches_look_alikes(docker_finder: Any, docker_client: Any,
+                                           test_image: str, tmp_path: Path) -> None:
+    """Containers with our labels that we did not make: copied labels and a forged tag,
+    and one launched with another machine's secret (same hostname, shared engine)."""
+    import socket
+
+    from kernel_providers.ownership import owner_tag
+
+    docker_finder()  # the leftover check covers our own containers only
+    dead = f"{socket.gethostname()}:999999:0"  # a launcher that no longer runs
+    elsewhere = tmp_path / "other-machine"
+    script = ("import sys; from kernel_providers.ownership import owner_tag;"
+              " print(owner_tag(*sys.argv[1:]))")
+    other_tag = subprocess.run(
+        [sys.executable, "-c", script, "kernel-providers-lookalike2", dead, "docker/x"],
+        env={**os.environ, "XDG_DATA_HOME": str(elsewhere)}, capture_output=True,
+        text=True, check=True).stdout.strip()
+    made = []
+    try:
+        for name, tag in (("kernel-providers-lookalike1", "forged." + "0" * 64),
+                          ("kernel-providers-lookalike2", other_tag)):
+            made.append(docker_client.containers.run(
+                test_image, ["sleep", "300"], detach=True, name=name, labels={
+                    "io.kernel-providers.managed": "1",
+                    "io.kernel-providers.kernel-id": "docker/x",
+                    "io.kernel-providers.launcher": dead,
+                    "io.kernel-providers.owner": tag}))
+        assert owner_tag("kernel-providers-lookalike2", dead, "docker/x") != other_tag
+        out = _cleanup()
+        for container in made:
+            container.reload()
+            assert container.status == "running", out
+            assert container.short_id not in out
+    finally:
+        for container in made:
+            container.remove(force=True)
+
+
+@pytest.mark.reliability("ownership")
+def test_cleanup_leaves_a_kernel_a_live_process_reattached_to(docker_finder: Any,
+                                                              docker_client: Any) -> None:
+    """Its labels name a dead launcher; the process that re-attached owns it now."""
+    from docker.errors import NotFound
+
+    docker_finder()  # the leftover check
+    no_reaper = {**os.environ, "KERNEL_PROVIDERS_NO_REAPER": "1"}
+    first = textwrap.dedent(f"""
+        import asyncio, json, os
+        from kernel_providers import KernelFinder
+        async def main():
+            launcher = await KernelFinder().launch({IMAGE_ID!r})
+            print(json.dumps([launcher.attach_state(), dict(launcher.connection_info)]),
+                  flush=True)
+            os._exit(0)  # dies without cleaning up, and without a reaper
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True,
+                         timeout=120, env=no_reaper, check=True)
+    state, info = json.loads(out.stdout)
+    container_id = state["container_id"]
+    second = textwrap.dedent(f"""
+        import asyncio, json, sys
+        from kernel_providers import KernelFinder
+        async def main():
+            state, info = json.loads(sys.argv[1])
+            launcher = await KernelFinder().attach({IMAGE_ID!r}, state, info)
+            print("attached", flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", second, json.dumps([state, info])],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "attached"
+        assert container_id[:12] not in _cleanup()  # its new owner lives
+        docker_client.containers.get(container_id)
+        owner.kill()  # the new owner dies: its reaper removes the container
+        owner.wait(30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                docker_client.containers.get(container_id)
+            except NotFound:
+                break
+            time.sleep(0.1)
+        with pytest.raises(NotFound):
+            docker_client.containers.get(container_id)
+    finally:
+        owner.kill()
+        owner.wait(30)
+        if owner.stdout is not None:
+            owner.stdout.close()
+        with contextlib.suppress(NotFound):
+            docker_client.containers.get(container_id).remove(force=True)

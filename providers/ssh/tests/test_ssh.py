@@ -86,6 +86,7 @@ def test_two_kernels_share_one_connection(ssh_finder: Any) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.reliability("bad input")
 def test_unknown_host_key_is_refused(ssh_finder: Any, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")

@@ -8,7 +8,7 @@ import io
 import json
 import os
 import re
-import socket
+import secrets
 import tarfile
 import threading
 import time
@@ -27,6 +27,8 @@ from kernel_providers.sdk import (
     WatchedLauncher,
     client_connection,
     kernel_connection,
+    owner_tag,
+    process_stamp,
     ready_seconds,
     remove_connection_file,
     substitute_argv,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-__all__ = ["CONTAINER_PORTS", "DockerLauncher", "LaunchTarget", "PortsTaken", "launcher_stamp",
+__all__ = ["CONTAINER_PORTS", "DockerLauncher", "LaunchTarget", "PortsTaken",
            "start_container"]
 
 # Fixed ports inside the container's own network namespace: nothing else binds there.
@@ -48,6 +50,9 @@ CONNECTION_NAME = "kernel-providers-connection.json"
 MANAGED = "io.kernel-providers.managed"
 KERNEL_ID = "io.kernel-providers.kernel-id"
 LAUNCHER = "io.kernel-providers.launcher"
+#: an HMAC of the container's name, launcher and kernel id that only this user on this
+#: machine can make (see kernel_providers.ownership): what `cleanup` checks first
+OWNER = "io.kernel-providers.owner"
 
 
 @dataclass
@@ -75,16 +80,6 @@ class PortsTaken(LaunchFailed):
 _PORT_TAKEN = ("port is already allocated", "address already in use")
 
 
-def launcher_stamp(pid: int | None = None) -> str:
-    """``host:pid:start-time`` of a process: tells a live launcher from a reused pid."""
-    pid = os.getpid() if pid is None else pid
-    try:
-        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        start = "?"
-    return f"{socket.gethostname()}:{pid}:{start}"
-
-
 def exit_status(code: int | None) -> int | None:
     """Docker's exit code as Popen reports it: the init process exits 128+N when the
     kernel was killed by signal N, which becomes -N."""
@@ -101,6 +96,7 @@ class DockerLauncher(WatchedLauncher):
                  undo: Undo | None = None) -> None:
         super().__init__(kernel_type, connection_info, connection_file, options)
         self.client, self.container = client, container
+        self._claim_file: Path | None = None
         # Should this process end before cleanup, its reaper removes the container.
         self.cancel_at_cleanup(undo or removal_if_orphaned(container.id))
         self._loop = asyncio.get_running_loop()
@@ -130,6 +126,11 @@ class DockerLauncher(WatchedLauncher):
         with contextlib.suppress(NotFound, APIError):  # already gone or stopping
             await asyncio.to_thread(self.container.kill, signal=int(signum))
 
+    def hold_claim(self, claim_file: Path) -> None:
+        """Keep ``claim_file`` (this process re-attached to the container) until cleanup."""
+        self._claim_file = claim_file
+        self.cancel_at_cleanup(undo_if_orphaned({"remove_file": str(claim_file)}))
+
     def attach_state(self) -> dict[str, Any] | None:
         """The container's id: a container outlives the process that started it."""
         return {"container_id": self.container.id}
@@ -140,6 +141,8 @@ class DockerLauncher(WatchedLauncher):
 
         with contextlib.suppress(NotFound):
             await asyncio.to_thread(self.container.remove, force=True)
+        if self._claim_file is not None:
+            self._claim_file.unlink(missing_ok=True)
         await asyncio.to_thread(self._watcher.join, 5)
 
 
@@ -228,10 +231,12 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
                            f"{CONNECTION_DIR}/{CONNECTION_NAME}")
     # A structured bind (not a "host:container" string): any path works, ':' included.
     cwd_mount = [Mount(target.mount_cwd, host_cwd, type="bind")] if host_cwd else None
+    name, stamp = f"kernel-providers-{secrets.token_hex(6)}", process_stamp()
     container = client.containers.create(
-        target.image, command=argv, detach=True, init=True,
+        target.image, command=argv, detach=True, init=True, name=name,
         environment={**target.env, **options.env},
-        labels={MANAGED: "1", KERNEL_ID: kernel_type.id, LAUNCHER: launcher_stamp()},
+        labels={MANAGED: "1", KERNEL_ID: kernel_type.id, LAUNCHER: stamp,
+                OWNER: owner_tag(name, stamp, kernel_type.id)},
         ports={f"{CONTAINER_PORTS[p]}/tcp": ("127.0.0.1", host_ports.get(p))
                for p in PORT_NAMES},
         volumes=_mounts(target.mounts) or None, mounts=cwd_mount,

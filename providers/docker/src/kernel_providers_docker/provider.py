@@ -15,7 +15,11 @@ from kernel_providers.sdk import (
     KernelType,
     LaunchFailed,
     LaunchOptions,
+    claim,
+    claimed,
     report_problem,
+    stamp_alive,
+    verify_tag,
 )
 
 from .config import IPYKERNEL_ARGV, PULL_POLICIES, DockerConfig, parse_images
@@ -24,9 +28,9 @@ from .launcher import (
     KERNEL_ID,
     LAUNCHER,
     MANAGED,
+    OWNER,
     LaunchTarget,
     PortsTaken,
-    launcher_stamp,
     start_container,
 )
 
@@ -160,8 +164,11 @@ class DockerProvider(KernelProvider[DockerConfig]):
             raise LaunchFailed(f"container {container_id[:12]} of {kernel_type.id} is"
                                f" {container.status}; start the kernel again")
         path = write_connection_file(connection_info)
-        return DockerLauncher(kernel_type, connection_info, str(path), LaunchOptions(),
-                              client, container)
+        launcher = DockerLauncher(kernel_type, connection_info, str(path), LaunchOptions(),
+                                  client, container)
+        # Its labels name the launcher that started it: say that we own it now.
+        launcher.hold_claim(claim(f"docker:{container.id}"))
+        return launcher
 
     async def cleanup_orphans(self) -> list[str]:
         """Remove containers of ours whose launching process (on this host) is gone."""
@@ -170,19 +177,24 @@ class DockerProvider(KernelProvider[DockerConfig]):
     def _remove_orphans(self) -> list[str]:
         from docker.errors import NotFound
 
-        host = launcher_stamp().split(":")[0]
         removed = []
         for container in self.client().containers.list(all=True,
                                                         filters={"label": f"{MANAGED}=1"}):
-            stamp = container.labels.get(LAUNCHER, "")
-            stamp_host, _, rest = stamp.partition(":")
-            pid = rest.split(":")[0]
-            if stamp_host != host or not pid.isdigit():
-                continue  # launched from another machine: not ours to judge
-            if launcher_stamp(int(pid)) == stamp:
-                continue  # its launcher still runs
+            if not _orphan_of_ours(container):
+                continue
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
                 kernel_id = container.labels.get(KERNEL_ID, "?")
                 removed.append(f"container {container.short_id} ({kernel_id})")
         return removed
+
+
+def _orphan_of_ours(container: Any) -> bool:
+    """Whether ``container`` was launched by this user on this machine (its owner tag
+    verifies: not a look-alike, not another machine's) and nobody owns it any more: its
+    launcher is gone and no live process re-attached to it."""
+    labels = container.labels
+    stamp, kernel_id = labels.get(LAUNCHER, ""), labels.get(KERNEL_ID, "")
+    if not verify_tag(labels.get(OWNER, ""), container.name, stamp, kernel_id):
+        return False
+    return stamp_alive(stamp) is False and not claimed(f"docker:{container.id}")
