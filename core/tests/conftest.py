@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from kernel_providers import (
     hookimpl,
     launch_local,
 )
+from kernel_providers.testing import command_argv, command_environment
 
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
@@ -123,47 +123,17 @@ def write_spec(kernels: Path, name: str, spec: Any) -> Path:
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """An environment for the command: the test plugin on PYTHONPATH and every real
     provider disabled, its kernel folder ($KP_CLI_KERNELS) holding the test kernelspecs
-    (kp-py, kp-dies, and two malformed ones), a private 0700 runtime dir, an empty config
-    file, private Jupyter path, Jupyter data, cache and IPython dirs."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    runtime.chmod(0o700)  # whatever the umask
+    (kp-py, kp-dies, and two malformed ones), and private runtime, config, Jupyter,
+    cache and IPython dirs (see ``command_environment``)."""
     kernels = tmp_path / "kernels"
     for name, spec in TEST_SPECS.items():
         write_spec(kernels, name, spec)
-    config = tmp_path / "kernel_providers.toml"
-    config.write_text("")
-    env = dict(os.environ)
-    for name in ("NO_COLOR", "FORCE_COLOR", "CI", "KERNEL_PROVIDERS_TRACE",
-                 "KERNEL_PROVIDERS_NO_AUTOLOAD", "PYTHONWARNINGS"):
-        env.pop(name, None)
-    env.update({
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(CLI_PLUGIN), env.get("PYTHONPATH")])),
-        "KP_CLI_KERNELS": str(kernels),
-        "JUPYTER_RUNTIME_DIR": str(runtime),
-        "KERNEL_PROVIDERS_CONFIG": str(config),
-        "JUPYTER_PATH": str(tmp_path / "jupyter"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "IPYTHONDIR": str(tmp_path / "ipython"),
-        "KERNEL_PROVIDERS_DISABLE": REAL_PROVIDERS,
-    })
-    return env
-
-
-def _base_command() -> list[str]:
-    script = Path(sys.executable).with_name("kernel-providers")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("kernel-providers")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "kernel_providers"]
+    python_path = os.pathsep.join(filter(None, [str(CLI_PLUGIN), os.environ.get("PYTHONPATH")]))
+    return command_environment(tmp_path, REAL_PROVIDERS, PYTHONPATH=python_path,
+                               KP_CLI_KERNELS=str(kernels))
 
 
 @pytest.fixture
 def command() -> Callable[..., list[str]]:
-    """``command(*args)``: the argv of the installed console script (the one beside this
-    interpreter, else the first on PATH, else ``python -m kernel_providers``)."""
-    base = _base_command()
-    return lambda *args: [*base, *args]
+    """``command(*args)``: the argv of the installed console script."""
+    return command_argv

@@ -211,17 +211,7 @@ def test_a_dead_launchers_container_is_gone_within_5_s(docker_finder: Any,
         if end != "exit":
             proc.send_signal(signal.SIGKILL if end == "sigkill" else signal.SIGTERM)
         proc.wait(30)
-        from docker.errors import NotFound
-
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                docker_client.containers.get(container_id)
-            except NotFound:
-                break
-            time.sleep(0.1)
-        with pytest.raises(NotFound):
-            docker_client.containers.get(container_id)
+        assert gone_within(docker_client, container_id, 5), "the container outlived 5 s"
         assert not Path(connection_file).exists()
     finally:
         proc.kill()
@@ -367,6 +357,20 @@ def test_impossible_settings_fail_clearly(docker_finder: Any, tmp_path: Path,
 # --- cleanup touches only what is ours and no longer owned ----------------------------
 
 
+def gone_within(docker_client: Any, container_id: str, seconds: float) -> bool:
+    """Whether the container is gone (removed) within ``seconds``."""
+    from docker.errors import NotFound
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            docker_client.containers.get(container_id)
+        except NotFound:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def _cleanup() -> str:
     out = subprocess.run(["kernel-providers", "cleanup"], capture_output=True, text=True,
                          timeout=120)
@@ -453,15 +457,7 @@ def test_cleanup_leaves_a_kernel_a_live_process_reattached_to(docker_finder: Any
         docker_client.containers.get(container_id)
         owner.kill()  # the new owner dies: its reaper removes the container
         owner.wait(30)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                docker_client.containers.get(container_id)
-            except NotFound:
-                break
-            time.sleep(0.1)
-        with pytest.raises(NotFound):
-            docker_client.containers.get(container_id)
+        assert gone_within(docker_client, container_id, 5), "the container outlived 5 s"
     finally:
         owner.kill()
         owner.wait(30)

@@ -4,14 +4,14 @@ command's environment (test_cli.py)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kernel_providers.testing import command_argv, command_environment
 
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
@@ -66,38 +66,16 @@ CLI_SPECS: dict[str, Any] = {
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """An environment for the command: only the kernelspec provider, a Jupyter path
-    holding CLI_SPECS (``$JUPYTER_PATH/kernels``), a private 0700 runtime dir, an empty
-    config file, private Jupyter data, cache and IPython dirs."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    runtime.chmod(0o700)  # whatever the umask
+    holding CLI_SPECS (``$JUPYTER_PATH/kernels``), and private runtime, config, data,
+    cache and IPython dirs (see ``command_environment``)."""
     for name, spec in CLI_SPECS.items():
         folder = tmp_path / "jupyter" / "kernels" / name
         folder.mkdir(parents=True)
         (folder / "kernel.json").write_text(spec if isinstance(spec, str) else json.dumps(spec))
-    config = tmp_path / "kernel_providers.toml"
-    config.write_text("")
-    env = dict(os.environ)
-    for name in ("NO_COLOR", "FORCE_COLOR", "CI", "KERNEL_PROVIDERS_TRACE",
-                 "KERNEL_PROVIDERS_NO_AUTOLOAD", "PYTHONWARNINGS"):
-        env.pop(name, None)
-    env.update({
-        "JUPYTER_RUNTIME_DIR": str(runtime),
-        "KERNEL_PROVIDERS_CONFIG": str(config),
-        "JUPYTER_PATH": str(tmp_path / "jupyter"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "IPYTHONDIR": str(tmp_path / "ipython"),
-        "KERNEL_PROVIDERS_DISABLE": OTHER_PROVIDERS,
-    })
-    return env
+    return command_environment(tmp_path, OTHER_PROVIDERS)
 
 
 @pytest.fixture
 def command() -> Callable[..., list[str]]:
-    """``command(*args)``: the argv of the installed console script (the one beside this
-    interpreter, else the first on PATH, else ``python -m kernel_providers``)."""
-    script = Path(sys.executable).with_name("kernel-providers")
-    found = str(script) if script.exists() else shutil.which("kernel-providers")
-    base = [found] if found else [sys.executable, "-m", "kernel_providers"]
-    return lambda *args: [*base, *args]
+    """``command(*args)``: the argv of the installed console script."""
+    return command_argv

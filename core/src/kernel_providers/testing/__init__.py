@@ -15,7 +15,9 @@ test's runtime dir and configuration file; see :mod:`kernel_providers.testing.pl
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -24,8 +26,8 @@ import pytest
 
 from .conformance import ConformanceSuite, run_code
 
-__all__ = ["ConformanceSuite", "docker_image_problem", "process_alive", "process_gone",
-           "run_code", "unavailable"]
+__all__ = ["ConformanceSuite", "command_argv", "command_environment", "docker_image_problem",
+           "process_alive", "process_gone", "run_code", "unavailable"]
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -90,3 +92,39 @@ def process_gone(pid: int, seconds: float = 30) -> bool:
             return True
         time.sleep(0.1)
     return not process_alive(pid)
+
+
+def command_environment(folder: Path, disable: str, **extra: str) -> dict[str, str]:
+    """An environment for running the ``kernel-providers`` command in a test: this
+    process's, minus switches that change its output, with a private 0700 runtime dir,
+    an empty config file and private Jupyter path, data, cache and IPython dirs under
+    ``folder``; ``disable`` goes to KERNEL_PROVIDERS_DISABLE, ``extra`` on top."""
+    runtime = folder / "runtime"
+    runtime.mkdir(mode=0o700)
+    runtime.chmod(0o700)  # whatever the umask
+    config = folder / "kernel_providers.toml"
+    config.write_text("")
+    env = dict(os.environ)
+    for name in ("NO_COLOR", "FORCE_COLOR", "CI", "KERNEL_PROVIDERS_TRACE",
+                 "KERNEL_PROVIDERS_NO_AUTOLOAD", "PYTHONWARNINGS"):
+        env.pop(name, None)
+    env.update({
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "KERNEL_PROVIDERS_CONFIG": str(config),
+        "JUPYTER_PATH": str(folder / "jupyter"),
+        "JUPYTER_DATA_DIR": str(folder / "data"),
+        "XDG_CACHE_HOME": str(folder / "cache"),
+        "IPYTHONDIR": str(folder / "ipython"),
+        "KERNEL_PROVIDERS_DISABLE": disable,
+        **extra,
+    })
+    return env
+
+
+def command_argv(*args: str) -> list[str]:
+    """The argv of the installed ``kernel-providers`` command with ``args``: the script
+    beside this interpreter, else the first on PATH, else ``python -m kernel_providers``."""
+    script = Path(sys.executable).with_name("kernel-providers")
+    found = str(script) if script.exists() else shutil.which("kernel-providers")
+    return [*([found] if found else [sys.executable, "-m", "kernel_providers"]), *args]
+
