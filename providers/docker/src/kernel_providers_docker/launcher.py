@@ -182,6 +182,32 @@ def _mounts(specs: list[str]) -> dict[str, dict[str, str]]:
     return volumes
 
 
+#: The network kernels join unless configured otherwise: a bridge without traffic
+#: between its containers, so no other container can reach a kernel's ports (the
+#: published ones on 127.0.0.1 still work; the key alone does not keep iopub private).
+ISOLATED_NETWORK = "kernel-providers-isolated"
+_networks: set[str] = set()  # engines (by address) where the network is known to exist
+
+
+def _isolated_network(client: DockerClient) -> str:
+    """The isolated network's name, made on the engine if missing (any process may race
+    us to it: a conflict means it exists)."""
+    from docker.errors import APIError
+
+    engine = str(client.api.base_url)
+    if engine not in _networks:
+        if not client.networks.list(names=[ISOLATED_NETWORK]):
+            try:
+                client.networks.create(
+                    ISOLATED_NETWORK, driver="bridge", labels={MANAGED: "1"},
+                    options={"com.docker.network.bridge.enable_icc": "false"})
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: made meanwhile by another process
+                    raise
+        _networks.add(engine)
+    return ISOLATED_NETWORK
+
+
 def _check_target(kernel_type: KernelType, target: LaunchTarget) -> None:
     """Refuse settings Docker would reject with an SDK error, naming the setting."""
     if target.network == "host":
@@ -243,7 +269,7 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
         working_dir=target.mount_cwd if host_cwd else None,
         mem_limit=target.mem_limit,
         nano_cpus=int(target.cpus * 1e9) if target.cpus else None,
-        network=target.network, user=target.user,
+        network=target.network or _isolated_network(client), user=target.user,
     )
     undo = removal_if_orphaned(container.id)  # from now on, a crash cannot leave it
     try:

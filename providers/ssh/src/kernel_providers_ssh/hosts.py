@@ -68,9 +68,25 @@ class HostPool:
     async def _open(self, host: str) -> asyncssh.SSHClientConnection:
         import asyncssh
 
+        options = self._options(host)
+        # The options as the ssh config resolves them (host name, port, known_hosts).
+        resolved = asyncssh.SSHClientConnectionOptions(host=host, **options)
+        if resolved.known_hosts is None and host not in self.config.insecure_hosts:
+            # `UserKnownHostsFile none` in an ssh config: only insecure_hosts may do that.
+            raise ProviderUnavailable(
+                f"ssh host {host!r}: the ssh config turns host key checking off for it"
+                " (UserKnownHostsFile none); set known_hosts in [providers.ssh], or list the"
+                " host in insecure_hosts if you really mean to skip the check")
         try:
-            return await asyncssh.connect(host, **self._options(host))
+            return await asyncssh.connect(host, **options)
         except asyncssh.HostKeyNotVerifiable as exc:
+            if _key_on_record(resolved):
+                raise ProviderUnavailable(
+                    f"ssh host {host!r}: its host key CHANGED: it is not the key known_hosts"
+                    " holds for it. Someone may be impersonating the host, or it was"
+                    " reinstalled: check the new key with its administrator, then replace"
+                    f" the old one (`ssh-keygen -R {resolved.host}`); do not list it in"
+                    " insecure_hosts") from None
             raise ProviderUnavailable(
                 f"ssh host {host!r}: host key not verified ({exc.reason}); check it and add"
                 f" it to known_hosts (e.g. `ssh {host}` once), or list the host in"
@@ -144,3 +160,23 @@ class HostPool:
     def users(self, host: str) -> int:
         """How many kernels use connections to ``host``."""
         return sum(e.users for e in self._entries.get(host, []))
+
+
+def _key_on_record(options: asyncssh.SSHClientConnectionOptions) -> bool:
+    """Whether the known_hosts files hold a key for the host (so a refused key is a
+    changed one, not an unknown one)."""
+    import asyncssh
+
+    files = options.known_hosts
+    for known in files if isinstance(files, (list, tuple)) else [files]:
+        if not isinstance(known, str) or not os.path.exists(os.path.expanduser(known)):
+            continue
+        try:
+            keys = asyncssh.match_known_hosts(os.path.expanduser(known), options.host,
+                                              options.host, options.port)[0]
+        except (OSError, ValueError, asyncssh.Error):
+            continue
+        if keys:
+            return True
+    return False
+

@@ -204,6 +204,19 @@ def start_local_sshd(folder: Path, sshd: str = "/usr/sbin/sshd") -> LocalSSHD:
     return LocalSSHD(process, port, config, known_hosts, folder / "id_test")
 
 
+def _answers_ssh(port: int) -> bool:
+    """Whether sshd itself answers on 127.0.0.1:``port`` (its banner): Docker's proxy
+    accepts a connection on a published port before sshd listens in the container, then
+    drops it, so a mere TCP connect proves nothing."""
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(("127.0.0.1", port))
+            return probe.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
+
 def start_sshd(client: Any, image: str, folder: Path) -> SSHD:
     """Start the server from ``image`` with the docker SDK ``client``; client files go
     into ``folder``. The caller stops it."""
@@ -223,9 +236,8 @@ def start_sshd(client: Any, image: str, folder: Path) -> SSHD:
             ports = container.attrs["NetworkSettings"]["Ports"].get("22/tcp")
             if container.status == "running" and ports and host_key.startswith(b"ssh-"):
                 port = int(ports[0]["HostPort"])
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
+                if _answers_ssh(port):
+                    break
             time.sleep(0.1)
         else:
             raise RuntimeError(f"test sshd did not start: {container.logs().decode()}")
