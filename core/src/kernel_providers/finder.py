@@ -17,7 +17,7 @@ from .exec_plans import standard_inputs
 from .launcher import KernelLauncher
 from .local import exec_plan_inputs
 from .manager import PluginError, ProviderManager, env_disabled
-from .provider import KernelProvider, _problems
+from .provider import KernelProvider, _deadline, _problems
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["KernelFinder", "ProviderReport"]
@@ -56,6 +56,16 @@ class _Discovery:
     report: ProviderReport
 
 
+@dataclass
+class _Asking:
+    """One call of a provider's ``find_kernels``, which may outlive the discovery that
+    made it (see KernelFinder._ask)."""
+
+    task: asyncio.Task[list[KernelType]]
+    problems: list[str]
+    since: float
+
+
 class KernelFinder:
     """Finds kernels through every registered provider and launches them by id.
 
@@ -74,6 +84,7 @@ class KernelFinder:
         self._config_errors: dict[str, str] = {}
         self._cache: dict[str, _Discovery] = {}
         self._running: dict[str, asyncio.Future[_Discovery]] = {}
+        self._asking: dict[str, _Asking] = {}
         if autoload:
             self.manager.load_entry_points(self.disabled)
         for plugin in plugins:
@@ -137,7 +148,8 @@ class KernelFinder:
 
         Providers whose cached answer is older than ``cache_ttl`` (or all, with
         ``refresh``) are asked again, concurrently. A provider that fails or hangs is
-        reported in :attr:`reports` and contributes nothing.
+        reported in :attr:`reports` and contributes nothing; one that hangs is not asked
+        again while its call runs on (see :meth:`_ask`).
         """
         ids = [provider] if provider is not None else list(self.providers)
         if provider is not None:
@@ -187,14 +199,12 @@ class KernelFinder:
         if provider.id in self._config_errors:
             report.status, report.message = "error", self._config_errors[provider.id]
             return _Discovery(time.monotonic(), [], report)
-        problems: list[str] = []
-
-        async def ask() -> list[KernelType]:
-            _problems.set(problems)
-            return await provider.find_kernels()
-
+        now = time.monotonic()
+        asking = self._ask(provider)
+        problems = asking.problems
         try:
-            found = await asyncio.wait_for(ask(), self.config.discovery_timeout)
+            found = await asyncio.wait_for(asyncio.shield(asking.task),
+                                           self.config.discovery_timeout)
             seen: set[str] = set()
             for kernel in found:
                 if not isinstance(kernel, KernelType) or kernel.provider != provider.id:
@@ -207,9 +217,12 @@ class KernelFinder:
             report.status = "ok"
         except (asyncio.TimeoutError, TimeoutError):
             report.status = "error"
-            report.message = (f"no answer within {self.config.discovery_timeout:g} s;"
-                              " raise discovery_timeout in the config, or disable it with"
-                              f" KERNEL_PROVIDERS_DISABLE={provider.id}")
+            since = (f" (still waiting for the discovery started"
+                     f" {time.monotonic() - asking.since:.0f} s ago: no new one until it ends)"
+                     if asking.since < now else "")
+            report.message = (f"no answer within {self.config.discovery_timeout:g} s"
+                              f"{since}; raise discovery_timeout in the config, or disable"
+                              f" it with KERNEL_PROVIDERS_DISABLE={provider.id}")
         except Exception as exc:
             report.status = "error"
             report.message = (str(exc) if isinstance(exc, KernelProviderError)
@@ -219,6 +232,31 @@ class KernelFinder:
         report.kernel_count = len(kernels)
         report.problems = problems
         return _Discovery(time.monotonic(), sorted(kernels, key=lambda k: k.id), report)
+
+    def _ask(self, provider: KernelProvider[Any]) -> _Asking:
+        """A new call of ``provider.find_kernels()``, or the one still running on this loop.
+
+        A call the finder gave up on is not cancelled, and no second one starts while it
+        runs: cancelling would not stop the threads it waits for (asyncio.to_thread), so
+        each refresh would leave one more blocked in a hung socket or subprocess until
+        they filled the loop's shared thread pool and starved every other provider.
+        """
+        loop = asyncio.get_running_loop()
+        asking = self._asking.get(provider.id)
+        if asking is not None and not asking.task.done() and asking.task.get_loop() is loop:
+            return asking
+        problems: list[str] = []
+        deadline = time.monotonic() + self.config.discovery_timeout
+
+        async def ask() -> list[KernelType]:
+            _problems.set(problems)
+            _deadline.set(deadline)  # KernelProvider.discovery_time_left()
+            return await provider.find_kernels()
+
+        task = asyncio.ensure_future(ask())
+        task.add_done_callback(_retrieve)
+        asking = self._asking[provider.id] = _Asking(task, problems, time.monotonic())
+        return asking
 
     async def get_kernel_type(self, kernel_id: str) -> KernelType:
         """The kernel type with this id; :class:`NoSuchKernel` names close matches."""
@@ -328,6 +366,13 @@ class KernelFinder:
                       exc_info=exc)
 
         self.manager.call_each(name, failed, **kwargs)
+
+
+def _retrieve(task: asyncio.Task[list[KernelType]]) -> None:
+    # Nobody awaits a call that failed after its discovery gave up: without this, asyncio
+    # would log "Task exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
 
 
 def _why_missing(report: ProviderReport, name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -18,6 +19,9 @@ __all__ = ["KernelProvider", "report_problem"]
 
 _problems: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "kernel_providers_problems", default=None)
+# When the finder stops waiting for the current discovery (time.monotonic()).
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "kernel_providers_deadline", default=None)
 
 
 def report_problem(message: str) -> None:
@@ -78,6 +82,18 @@ class KernelProvider(ABC, Generic[ConfigT]):
         kernel's output on failure, leaving nothing behind.
         """
         raise NotImplementedError
+
+    @staticmethod
+    def discovery_time_left() -> float | None:
+        """Seconds left until the finder stops waiting for the current discovery (its
+        ``discovery_timeout``), or ``None`` outside a discovery; threads started with
+        ``asyncio.to_thread`` see it too. Bound blocking calls (sockets, subprocesses) by
+        it, and fail with a message of your own before it runs out: the finder cannot stop
+        a thread, so one blocked past the deadline outlives the listing, holds a worker of
+        the event loop's shared pool and delays the process's exit (the finder does not
+        ask the provider again while it runs)."""
+        deadline = _deadline.get()
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def listed(self, entries: Mapping[str, T], kernel_type: KernelType,
                key: str | None = None) -> T:

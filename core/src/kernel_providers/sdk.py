@@ -94,7 +94,6 @@ _MODULES = {
     "kernelspecs": (
         "KernelSpec", "alias_of", "kernel_dirs_stamp", "parse_kernel_spec", "read_kernel_spec",
         "scan_kernel_dirs",
-    "stamp_alive",
     ),
     "launcher": ("KernelLauncher", "OutputBuffer"),
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
