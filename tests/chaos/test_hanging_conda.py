@@ -43,7 +43,8 @@ def test_a_hanging_conda_is_ended_with_the_listing(tmp_path: Path) -> None:
                          timeout=120)
     took = time.monotonic() - started
     assert out.returncode == 0, out.stderr
-    assert "warning: provider 'conda'" in out.stderr, out.stderr  # said, not hidden
+    # said, not hidden: conda gave up within the discovery's time and listed its files
+    assert "did not answer within" in out.stderr and "(ended)" in out.stderr, out.stderr
     assert took < 30, f"list took {took:.1f} s with discovery_timeout = 2"
     deadline = time.monotonic() + 5
     started_pids = [int(line) for line in pids.read_text().split()]

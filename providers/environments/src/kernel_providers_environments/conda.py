@@ -192,11 +192,16 @@ class CondaProvider(KernelProvider[CondaConfig]):
         if self._listed is not None and self._listed[0] == stamp:
             return self._listed[1]
         prefixes: list[Path] = []
+        # Within the discovery's time, with a second to spare for conda's own files.
+        left = self.discovery_time_left()
+        seconds = _EXECUTABLE_SECONDS if left is None else min(_EXECUTABLE_SECONDS,
+                                                               max(left - 1, 0.5))
         try:
-            prefixes = [Path(p) for p in json.loads(await _env_list(exe)).get("envs", [])]
+            out = await _env_list(exe, seconds)
+            prefixes = [Path(p) for p in json.loads(out).get("envs", [])]
         except (asyncio.TimeoutError, TimeoutError):
             report_problem(f"`{exe} env list --json` did not answer within"
-                           f" {_EXECUTABLE_SECONDS:g} s (ended); listing from conda's files"
+                           f" {seconds:g} s (ended); listing from conda's files"
                            " only (set use_executable = false in [providers.conda] to stop"
                            " asking it)")
         except (OSError, ValueError, AttributeError) as exc:
@@ -324,12 +329,12 @@ class CondaProvider(KernelProvider[CondaConfig]):
                                            runner)
 
 
-#: how long `conda env list` may take: less than the default discovery timeout (10 s),
-#: so that the files still list when the executable hangs
+#: how long `conda env list` may take at most (less when the discovery has less time
+#: left), so that conda's files still list when the executable hangs
 _EXECUTABLE_SECONDS = 8.0
 
 
-async def _env_list(exe: str) -> bytes:
+async def _env_list(exe: str, seconds: float) -> bytes:
     """The output of ``exe env list --json``. The executable and whatever it started
     (conda is often a script) end with the call, even when it times out or the listing
     is cancelled: nothing is left running."""
@@ -338,7 +343,7 @@ async def _env_list(exe: str) -> bytes:
         stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
         start_new_session=True)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), _EXECUTABLE_SECONDS)
+        out, _ = await asyncio.wait_for(proc.communicate(), seconds)
         return out
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
