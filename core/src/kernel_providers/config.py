@@ -68,13 +68,16 @@ def load_config(path: Path | str | None = None) -> Config:
             data = tomllib.load(f)
     except FileNotFoundError:
         return Config(path=path)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # before ValueError: it is one
         raise ConfigError(f"configuration file {path} is not UTF-8 text (byte"
                           f" {exc.object[exc.start]:#04x} at offset {exc.start}): write it"
                           " as TOML in UTF-8, or point KERNEL_PROVIDERS_CONFIG elsewhere"
                           ) from None
+    except (OSError, ValueError) as exc:  # TOMLDecodeError; an integer of 4300+ digits
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"cannot read configuration file {path}: its arrays or inline"
+                          " tables are nested too deeply; fix it") from None
     providers = data.pop("providers", {})
     if not isinstance(providers, dict) or not all(
             isinstance(v, dict) for v in providers.values()):
@@ -115,25 +118,42 @@ def _check(value: Any, expected: Any, where: str) -> Any:
     if expected is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{where}: expected nothing, got {value!r}")
+        raise ConfigError(f"{where}: expected nothing, got {_shown(value)}")
     if expected is Any:
         return value
-    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _amount(float(value), where)
+    if not isinstance(value, bool) and (
+            (expected is float and isinstance(value, (int, float)))
+            or (expected is int and isinstance(value, int))):
+        return _amount(value, expected, where)
     if isinstance(expected, type) and isinstance(value, expected) and not (
             expected is not bool and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where}: expected {_name(expected)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_name(expected)}, got {_shown(value)}")
 
 
-def _amount(value: float, where: str) -> float:
+def _amount(value: float, expected: type, where: str) -> float:
     # Every number in the configuration is a duration, a size or a count: a negative
     # or non-finite one (nan, inf) is a mistake, and a timeout of 0 would never wait.
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{where}: expected a finite number >= 0, got {value!r}")
-    if value == 0 and where.endswith("timeout"):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer no float holds (TOML integers have no limit here)
+        raise ConfigError(f"{where}: expected a finite number >= 0, got {_shown(value)}"
+                          ) from None
+    amount = value if expected is int else number
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{where}: expected a finite number >= 0, got {amount!r}")
+    if number == 0 and where.endswith("timeout"):
         raise ConfigError(f"{where}: a timeout must be more than 0 seconds")
-    return value
+    return amount
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, shortened (a value may be megabytes long)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python converts to text
+        return "an integer of thousands of digits"
+    return text if len(text) <= 100 else f"{text[:80]}... ({len(text)} characters)"
 
 
 def _check_union(value: Any, expected: Any, where: str) -> Any:
@@ -142,18 +162,18 @@ def _check_union(value: Any, expected: Any, where: str) -> Any:
             return _check(value, option, where)
         except ConfigError:
             continue
-    raise ConfigError(f"{where}: {value!r} is not a valid {_name(expected)}")
+    raise ConfigError(f"{where}: {_shown(value)} is not a valid {_name(expected)}")
 
 
 def _check_container(value: Any, expected: Any, origin: Any, where: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(expected) or (Any,)
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
         return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     _, item = typing.get_args(expected) or (str, Any)
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table, got {value!r}")
+        raise ConfigError(f"{where}: expected a table, got {_shown(value)}")
     return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
 
 

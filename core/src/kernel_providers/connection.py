@@ -9,6 +9,7 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import LaunchFailed
 from .types import ConnectionInfo, LaunchOptions
@@ -104,7 +105,7 @@ def read_connection_file(path: Path) -> ConnectionInfo | None:
     """The info in ``path``, or ``None`` while the file is missing or half written."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None
     return data if isinstance(data, dict) else None  # type: ignore[return-value]
 
@@ -130,6 +131,25 @@ def remove_ipc_files(info: ConnectionInfo) -> None:
 _LOOPBACK = ("127.0.0.1", "localhost")
 
 
+def _read_dictated(path: Path, where: str) -> dict[str, Any]:
+    """The JSON object in a caller's connection file, its strings checked; LaunchFailed
+    naming ``where`` (the kernel and the file) and what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise LaunchFailed(f"{where} cannot be read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LaunchFailed(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:  # json recurses once per level: '[[[[...' thousands deep
+        raise LaunchFailed(f"{where} is not valid JSON: nested too deeply") from None
+    if not isinstance(data, dict) or not isinstance(data.get("key", ""), str):
+        raise LaunchFailed(f"{where} must hold a JSON object with a string 'key'")
+    for name in ("ip", "signature_scheme"):  # the kernel would fail on them, less clearly
+        if not isinstance(data.get(name, ""), str):
+            raise LaunchFailed(f"{where}: {name!r} must be a string")
+    return data
+
+
 def dictated_connection(options: LaunchOptions, kernel_id: str,
                         remote: bool = False) -> ConnectionInfo | None:
     """The connection the caller dictates with ``options.connection_file``, checked; ``None``
@@ -148,20 +168,14 @@ def dictated_connection(options: LaunchOptions, kernel_id: str,
         return None
     path = options.connection_file
     where = f"kernel {kernel_id!r}: connection file {path}"
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise LaunchFailed(f"{where} cannot be read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise LaunchFailed(f"{where} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("key", ""), str):
-        raise LaunchFailed(f"{where} must hold a JSON object with a string 'key'")
+    data = _read_dictated(Path(path), where)
     transport = data.get("transport", "tcp")
     if transport not in ("tcp", "ipc"):
         raise LaunchFailed(f"{where}: transport {transport!r} is not 'tcp' or 'ipc'")
     ports = {name: data.get(name, 0) for name in PORT_NAMES}
-    if not all(isinstance(p, int) and 0 <= p < 65536 for p in ports.values()):
-        raise LaunchFailed(f"{where}: every port ({', '.join(PORT_NAMES)}) must be a number")
+    if not all(type(p) is int and 0 <= p < 65536 for p in ports.values()):  # true is no port
+        raise LaunchFailed(f"{where}: every port ({', '.join(PORT_NAMES)}) must be a number"
+                           " from 0 to 65535")
     if remote:
         if transport != "tcp":
             raise LaunchFailed(

@@ -65,6 +65,9 @@ def parse_kernel_spec(text: str, name: str, where: object, resource_dir: Path) -
         spec = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"{where}: invalid JSON: {exc}") from None
+    except RecursionError:  # json recurses once per level: '[[[[...' a few thousand deep
+        raise ValueError(f"{where}: invalid JSON: nested too deeply; a kernel.json is a JSON"
+                         " object of a few levels") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: must hold a JSON object")
     argv = _expect(spec, "argv", list, None, where) if "argv" in spec else None

@@ -6,6 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypedDict
 
+from .text import one_line
+
 __all__ = ["ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"]
 
 InterruptMode = Literal["signal", "message"]
@@ -53,6 +55,13 @@ class KernelType:
             raise ValueError(
                 f"kernel id {self.id!r} must start with its provider id {self.provider!r}"
             )
+        if not _PROVIDER_ID.fullmatch(prefix):
+            raise ValueError(f"kernel id {self.id!r}: its provider id {prefix!r} must be"
+                             " lowercase letters, digits, '-' or '_', starting with a letter")
+        if one_line(self.id) != self.id:  # a newline or NUL would break every listing of it
+            raise ValueError(f"kernel id {self.id!r} holds control or formatting characters"
+                             " (a newline, a right-to-left override ...); a provider must skip"
+                             " (and report) such a kernel, or name it otherwise")
         if self.interrupt_mode not in ("signal", "message"):
             raise ValueError(
                 f"kernel {self.id!r}: interrupt_mode must be 'signal' or 'message',"
