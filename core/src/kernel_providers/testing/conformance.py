@@ -142,8 +142,12 @@ class ConformanceSuite:
                 _, _, reply = await asyncio.wait_for(busy, 30)
                 assert reply["content"]["status"] == "error"
                 assert reply["content"]["ename"] == "KeyboardInterrupt"
-                out, _, _ = await run_code(launcher, "print('still alive')")
-                assert out == "still alive\n"
+                out, _, reply = await run_code(launcher, "print('still alive')")
+                if reply["content"]["status"] == "aborted":
+                    # After an error, ipykernel aborts what arrives before it has drained
+                    # its queue (stop_on_error): a loaded machine sends in that window.
+                    out, _, reply = await run_code(launcher, "print('still alive')")
+                assert out == "still alive\n", reply["content"]
             finally:
                 await launcher.shutdown()
 
