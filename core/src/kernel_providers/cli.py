@@ -217,13 +217,18 @@ def _render(msg: Message) -> None:
 def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
-    if args.file == "-":
-        return sys.stdin.read()
+    where = "standard input" if args.file == "-" else args.file
     try:
+        if args.file == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
         with open(args.file, encoding="utf-8") as f:
             return f.read()
     except OSError as exc:
-        raise _Exit(EXIT_USAGE, f"error: cannot read {args.file}: {exc.strerror}") from None
+        raise _Exit(EXIT_USAGE, f"error: cannot read {where}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # the kernel would get mangled code
+        raise _Exit(EXIT_USAGE, f"error: {where} is not UTF-8 text (byte"
+                    f" {exc.object[exc.start]:#04x} at offset {exc.start}); save the code"
+                    " as UTF-8") from None
 
 
 async def cmd_run(args: argparse.Namespace) -> int:

@@ -73,6 +73,10 @@ def load_config(path: Path | str | None = None) -> Config:
                           f" {exc.object[exc.start]:#04x} at offset {exc.start}): write it"
                           " as TOML in UTF-8, or point KERNEL_PROVIDERS_CONFIG elsewhere"
                           ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {path} is a folder; point"
+                          " KERNEL_PROVIDERS_CONFIG at a TOML file (or a path where none is"
+                          " yet)") from None
     except (OSError, ValueError) as exc:  # TOMLDecodeError; an integer of 4300+ digits
         raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
     except RecursionError:  # tomllib recurses once per level of nested arrays and tables
@@ -125,6 +129,9 @@ def _check(value: Any, expected: Any, where: str) -> Any:
             (expected is float and isinstance(value, (int, float)))
             or (expected is int and isinstance(value, int))):
         return _amount(value, expected, where)
+    if isinstance(value, str) and "\0" in value and expected in (str, Any):
+        raise ConfigError(f"{where}: {_shown(value)} holds a NUL character, which no path"
+                          " or name can; remove it")
     if isinstance(expected, type) and isinstance(value, expected) and not (
             expected is not bool and isinstance(value, bool)):
         return value
@@ -157,11 +164,15 @@ def _shown(value: Any) -> str:
 
 
 def _check_union(value: Any, expected: Any, where: str) -> Any:
+    errors = []
     for option in typing.get_args(expected):
         try:
             return _check(value, option, where)
-        except ConfigError:
-            continue
+        except ConfigError as exc:
+            if option is not type(None):
+                errors.append(exc)
+    if len(errors) == 1:  # an optional value: what is wrong with it says more
+        raise errors[0]
     raise ConfigError(f"{where}: {_shown(value)} is not a valid {_name(expected)}")
 
 

@@ -261,6 +261,9 @@ class KernelFinder:
     async def get_kernel_type(self, kernel_id: str) -> KernelType:
         """The kernel type with this id; :class:`NoSuchKernel` names close matches."""
         provider_id, _, name = kernel_id.partition("/")
+        if not provider_id or not name:
+            raise NoSuchKernel(kernel_id, [], "a kernel id is <provider>/<name>, e.g."
+                               " spec/python3")
         self._provider(provider_id)
         if provider_id in self._cache:  # listed before: the provider re-checks at launch
             for kernel in self._cache[provider_id].kernels:

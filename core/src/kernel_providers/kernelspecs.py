@@ -76,6 +76,12 @@ def parse_kernel_spec(text: str, name: str, where: object, resource_dir: Path) -
     env = _expect(spec, "env", dict, {}, where)
     if not all(isinstance(v, str) for v in env.values()):
         raise ValueError(f"{where}: every value of 'env' must be a string")
+    if any("\0" in text for text in [*argv, *env, *env.values()]):  # no OS takes one
+        raise ValueError(f"{where}: 'argv' and 'env' must not hold a NUL character")
+    metadata = _expect(spec, "metadata", dict, {}, where)
+    if not isinstance(metadata.get("kernel_providers", {}), dict):
+        raise ValueError(f"{where}: 'metadata.kernel_providers' must be a JSON object,"
+                         ' e.g. {"port_strategy": "allocate"}')
     mode = _expect(spec, "interrupt_mode", str, "signal", where)
     if mode not in ("signal", "message"):
         raise ValueError(f"{where}: 'interrupt_mode' must be 'signal' or 'message'")
@@ -87,7 +93,7 @@ def parse_kernel_spec(text: str, name: str, where: object, resource_dir: Path) -
         language=_expect(spec, "language", str, "", where),
         env=env,
         interrupt_mode=mode,
-        metadata=_expect(spec, "metadata", dict, {}, where),
+        metadata=metadata,
     )
 
 
@@ -97,12 +103,29 @@ def read_kernel_spec(name: str, folder: Path) -> KernelSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:  # a folder, a symlink loop or to nothing, no permission ...
-        hint = "; fix its permissions" if isinstance(exc, PermissionError) else ""
-        raise ValueError(f"{path}: cannot read it ({exc.strerror}){hint}") from None
+        raise ValueError(f"{path}: cannot read it ({exc.strerror}){_read_hint(path, exc)}"
+                         ) from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at"
                          f" offset {exc.start}): a kernel.json must be UTF-8 JSON") from None
     return parse_kernel_spec(text, name, path, folder)
+
+
+def _read_hint(path: Path, exc: OSError) -> str:
+    """What to do about a kernel.json that cannot be read."""
+    if isinstance(exc, PermissionError):
+        return "; fix its permissions"
+    if isinstance(exc, IsADirectoryError):
+        return "; it is a folder: make it the kernel's JSON file, or remove the kernel folder"
+    if path.is_symlink():
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        problem = "a symlink loop" if not isinstance(exc, FileNotFoundError) else (
+            f"a symlink to {target}, which does not exist")
+        return f"; it is {problem}: point it at the kernel's JSON file, or remove it"
+    return "; fix or remove it"
 
 
 def _missing(exc: OSError) -> bool:
@@ -131,6 +154,10 @@ def scan_kernel_dirs(directories: Iterable[Path], exclude: Iterable[str] = ()
                 problems.append(one_line(
                     f"{directory}: cannot list it ({exc.strerror}); fix its permissions;"
                     " the kernelspecs in it are skipped"))
+            continue
+        except ValueError:  # a NUL in the path (from a config file): no OS takes one
+            problems.append(one_line(f"{directory}: the folder name holds a NUL character;"
+                                     " fix it in the configuration; skipped"))
             continue
         for folder in folders:
             name = folder.name.lower()

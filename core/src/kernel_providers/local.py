@@ -261,12 +261,13 @@ class _Spawner:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_parent_watch(os.getpid()),
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in argv, env or cwd
             if dictated is None:
                 remove_connection_file(path)
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise LaunchFailed(
-                f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {exc.strerror};"
-                " check the kernel's argv (is the program installed?)") from None
+                f"cannot start kernel {self.kernel_type.id!r}: {argv[0]!r}: {why};"
+                " check the kernel's argv and env (is the program installed?)") from None
         return process, output, info, path
 
     def replace_process(self) -> NoReturn:

@@ -249,7 +249,9 @@ class CondaProvider(KernelProvider[CondaConfig]):
         python = find_python(prefix)
         if has_ipykernel and python is None:
             problems.append(f"{prefix}: ipykernel is installed but the interpreter"
-                            f" {prefix / 'bin' / 'python'} is missing; environment skipped")
+                            f" {prefix / 'bin' / 'python'} is missing; install it"
+                            f" (`conda install -p {prefix} python`) or exclude the"
+                            " environment; skipped")
             has_ipykernel = False
         env_vars: dict[str, str] = {}
         state = meta / "state"

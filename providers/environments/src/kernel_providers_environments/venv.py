@@ -150,7 +150,8 @@ class VenvProvider(KernelProvider[VenvConfig]):
         has_ipykernel = has_package(sp, "ipykernel")
         if python is None:
             problems.append(f"{prefix}: its interpreter is missing (the Python it was"
-                            " created from was removed?); environment skipped")
+                            " created from was removed?); recreate it (`python3 -m venv"
+                            f" --clear {prefix}`, then reinstall) or exclude it; skipped")
             has_ipykernel = False
         specs, spec_problems = env_kernelspecs(prefix)
         return Environment(prefix, kind, python, version or sp_version, has_ipykernel,
