@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_providers.testing import process_alive
+from kernel_providers.testing import process_alive, process_gone
 
 pytestmark = pytest.mark.reliability("orphans")
 
@@ -104,3 +104,46 @@ def test_a_launcher_that_cleans_up_leaves_its_reaper_nothing(kp_isolated: Path,
     while dropped.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not dropped.exists() and keep.exists()
+
+
+def _dead_pid() -> int:
+    """A pid no process has now."""
+    pid = 4_000_000
+    while process_alive(pid):
+        pid -= 1
+    return pid
+
+
+def test_cleanup_removes_the_connection_files_dead_launchers_left(kp_isolated: Path) -> None:
+    """Without a reaper (it could not act), a SIGKILLed launcher leaves its connection
+    file (with the kernel's key): `cleanup` removes it, and only files that are ours and
+    whose writer is gone."""
+    from kernel_providers.ownership import claim
+    from kernel_providers.testing import command_argv
+
+    env = {**os.environ, "KERNEL_PROVIDERS_NO_REAPER": "1"}
+    script = subprocess.Popen([sys.executable, "-c", LAUNCHING_SCRIPT, "sigkill"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert script.stdout is not None
+    made = json.loads(script.stdout.readline())
+    script.kill()
+    script.communicate(timeout=30)
+    left = Path(str(made["file"]))
+    assert left.exists()  # no reaper: the file stays
+    dead = kp_isolated / f"kernel-kp-{_dead_pid()}-0a1b.json"
+    dead.write_text("{}")
+    live = kp_isolated / f"kernel-kp-{os.getpid()}-0a1b.json"  # this process is alive
+    foreign = kp_isolated / "kernel-3f2a6c1e-7d4b-4c55-9a1e-0123456789ab.json"  # Jupyter's
+    for path in (live, foreign):
+        path.write_text("{}")
+    held = claim("docker:held-by-this-process")
+    out = subprocess.run(command_argv("cleanup"), capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "KERNEL_PROVIDERS_DISABLE":
+                              "spec,environments,conda,venv,docker,ssh,example"})
+    assert out.returncode == 0, out.stderr
+    assert f"core: removed connection file {left}" in out.stdout
+    assert not left.exists() and not dead.exists()
+    assert live.exists() and foreign.exists() and held.exists()
+    assert process_gone(int(made["kernel"]), 5)  # its parent-death signal ended it
+    if process_alive(int(made["sleep"])):  # without a reaper, what it started stays
+        os.kill(int(made["sleep"]), signal.SIGKILL)

@@ -23,6 +23,7 @@ from . import __version__
 from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
+from .ownership import remove_stale_files
 from .switches import switched_on
 from .text import one_line
 
@@ -162,6 +163,8 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
             continue
         for line in removed:
             print(f"{provider.id}: removed {line}")
+    for line in remove_stale_files():  # the connection files (with keys) dead launchers left
+        print(f"core: removed {line}")
     return EXIT_KERNEL_FAILED if failed else EXIT_OK
 
 

@@ -88,9 +88,13 @@ def allocate_ports(ip: str = "127.0.0.1") -> dict[str, int]:
 
 def write_connection_file(info: ConnectionInfo, directory: Path | None = None,
                           prefix: str = "kernel") -> Path:
-    """Write ``info`` to a new file, readable and writable by its owner only (0600)."""
+    """Write ``info`` to a new file, readable and writable by its owner only (0600).
+
+    Its name carries this process's pid (``kernel-kp-<pid>-<random>.json``): a file of
+    a launcher that died without cleaning up is recognised as ours, and stale, by
+    ``kernel-providers cleanup`` (a kernel may rewrite the file's content)."""
     directory = directory or runtime_dir()
-    path = directory / f"{prefix}-{secrets.token_hex(16)}.json"
+    path = directory / f"{prefix}-kp-{os.getpid()}-{secrets.token_hex(12)}.json"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:

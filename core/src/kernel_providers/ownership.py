@@ -15,17 +15,20 @@ A process that re-attaches to such a kernel (labels cannot change) *claims* it: 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
 
 from .connection import runtime_dir
 
-__all__ = ["claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"]
+__all__ = ["claim", "claimed", "owner_tag", "process_stamp", "remove_stale_files",
+           "stamp_alive", "verify_tag"]
 
 
 def process_stamp(pid: int | None = None) -> str:
@@ -106,3 +109,42 @@ def claimed(resource: str) -> bool:
         return record.get("resource") == resource and bool(stamp_alive(record["owner"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+
+
+_OUR_CONNECTION_FILE = re.compile(r"kernel-kp-(\d+)-[0-9a-f]+\.json")
+
+
+def remove_stale_files() -> list[str]:
+    """Remove, from the runtime dir, the connection files this user's launchers wrote
+    and claim files whose owner is gone; what was removed. A file of a live process (or
+    of a reused pid: then it stays, to be safe) and anything not ours are never touched."""
+    removed = []
+    folder = runtime_dir()
+    for path in sorted(folder.glob("kernel-*.json")):
+        mine = _OUR_CONNECTION_FILE.fullmatch(path.name)
+        if mine is None or _pid_alive(int(mine.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(f"connection file {path}")
+    for path in sorted(folder.glob("kernel-providers-claim-*.json")):
+        try:
+            owner = json.loads(path.read_text())["owner"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if stamp_alive(str(owner)) is False:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(f"claim file {path}")
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
