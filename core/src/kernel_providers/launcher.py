@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .connection import remove_connection_file, remove_ipc_files
-from .errors import KernelDied, KernelProviderError, ReadyTimeout
+from .errors import KernelDied, KernelProviderError, LaunchFailed, ReadyTimeout
 from .orphans import Undo, undo_if_orphaned
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
@@ -220,10 +220,16 @@ class KernelLauncher(ABC):
         return content
 
     async def _ready_check(self, conn: KernelConnection, timeout: float | None) -> dict[str, Any]:
+        from .protocol import ProtocolError
+
         timeout = ready_seconds(self.launch_options) if timeout is None else timeout
         where = f"kernel {self.kernel_type.id!r}"
         try:
             reply = await conn.wait_ready(timeout, lambda: self.poll() is None)
+        except ProtocolError as exc:  # what answers on its ports is no kernel of this key
+            raise LaunchFailed(
+                f"{where} answered the ready check with a {exc}; is what listens on its"
+                " ports a Jupyter kernel?", self.output) from None
         except ConnectionAbortedError:
             status = await self.wait()
             await self.output_complete()

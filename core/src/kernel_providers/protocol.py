@@ -292,7 +292,13 @@ class KernelConnection:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no kernel_info_reply" if info is None else "iopub silent")
-            sent = await self.send("shell", "kernel_info_request")
+            try:
+                # A send waits while shell has no peer (its handshake failed): bounded.
+                sent = await asyncio.wait_for(self.send("shell", "kernel_info_request"),
+                                              min(attempt_timeout, left))
+            except (asyncio.TimeoutError, TimeoutError):
+                attempt_timeout = min(attempt_timeout * 2, 1.0)
+                continue
             reply = await self.reply_to("shell", sent, min(attempt_timeout, left))
             if reply is not None:
                 info = reply
