@@ -55,8 +55,12 @@ from kernel_providers import (
 )
 from kernel_providers.ownership import process_stamp
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import docker_image_problem, process_alive, unavailable
-from kernel_providers_ssh.testing import SSHD, LocalSSHD, start_local_sshd, start_sshd
+from kernel_providers.testing import process_alive
+from kernel_providers_ssh.testing import (
+    SSHD,
+    LocalSSHD,
+    sshd_for_tests,
+)
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 # On the command line of every faulty kernel of this run: how their processes are found.
@@ -394,53 +398,21 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def docker_client() -> Iterator[Any]:
-    """A client of the engine holding the test image (fails in CI without one)."""
-    problem = docker_image_problem(IMAGE)
-    if problem:
-        unavailable(problem)
-    import docker
-
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SSHD | LocalSSHD, str]]:
     """This module's own sshd (a container of the test image, or with KP_TEST_SSHD=local
     or no engine an sshd on 127.0.0.1) with the faulty kernelspecs installed on its host;
     and a runtime dir there for this module alone."""
     folder = tmp_path_factory.mktemp("ssh-faults")
-    problem = ("KP_TEST_SSHD=local" if os.environ.get("KP_TEST_SSHD") == "local"
-               else docker_image_problem(IMAGE))
     specs = fault_specs()
-    if problem is None:
-        import docker
-
-        client = docker.from_env()
-        try:
-            server = start_sshd(client, IMAGE, folder)
-            try:
-                server.exec("python3", "-c", _WRITE_SPECS, "/usr/local/share/jupyter/kernels",
-                            json.dumps(specs))
-                yield server, f"/tmp/{MARKER}-runtime"
-            finally:
-                server.stop()
-        finally:
-            client.close()
-        return
-    if not Path("/usr/sbin/sshd").exists():
-        unavailable(f"neither a container sshd ({problem}) nor /usr/sbin/sshd")
-    local = start_local_sshd(folder)
-    try:
-        # The local sshd's sessions have JUPYTER_PATH=<folder>/jupyter (start_local_sshd).
-        write_specs(folder / "jupyter" / "kernels", specs)
-        yield local, str(folder / "remote-runtime")
-    finally:
-        local.stop()
+    with sshd_for_tests(folder, IMAGE) as server:
+        if isinstance(server, LocalSSHD):
+            # The local sshd's sessions have JUPYTER_PATH=<folder>/jupyter.
+            write_specs(folder / "jupyter" / "kernels", specs)
+            yield server, str(folder / "remote-runtime")
+        else:
+            server.exec("python3", "-c", _WRITE_SPECS, "/usr/local/share/jupyter/kernels",
+                        json.dumps(specs))
+            yield server, f"/tmp/{MARKER}-runtime"
 
 
 @pytest.fixture(params=["local", "docker", "ssh"])

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +34,8 @@ import pytest
 from kernel_providers import Config, KernelFinder, KernelLauncher, LaunchOptions
 from kernel_providers.ownership import process_stamp
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import docker_image_problem, process_alive, run_code, unavailable
-from kernel_providers_ssh.testing import SSHD, LocalSSHD, start_local_sshd, start_sshd
+from kernel_providers.testing import process_alive, run_code
+from kernel_providers_ssh.testing import SSHD, LocalSSHD
 
 T = TypeVar("T")
 
@@ -199,21 +199,6 @@ def test_32_concurrent_local_kernels(isolated: Path, tmp_path: Path) -> None:
 # --- Docker kernels --------------------------------------------------------------------
 
 
-@pytest.fixture
-def docker_client() -> Iterator[Any]:
-    """A client of the engine holding the test image (fails in CI without one)."""
-    problem = docker_image_problem(IMAGE)
-    if problem:
-        unavailable(problem)
-    import docker
-
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def containers_of_this_process(client: Any) -> set[str]:
     """Containers launched by this very process (the launcher label holds its stamp):
     found even when a failed launch never told us their id; no one else's."""
@@ -257,35 +242,6 @@ def test_8_concurrent_docker_kernels(isolated: Path, docker_client: Any) -> None
 
 
 # --- SSH kernels -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]:
-    """This module's own sshd: a container of the test image, or (KP_TEST_SSHD=local,
-    or no engine) an sshd on 127.0.0.1 of this machine."""
-    folder = tmp_path_factory.mktemp("ssh-load")
-    problem = ("KP_TEST_SSHD=local" if os.environ.get("KP_TEST_SSHD") == "local"
-               else docker_image_problem(IMAGE))
-    if problem is None:
-        import docker
-
-        client = docker.from_env()
-        try:
-            server = start_sshd(client, IMAGE, folder)
-            try:
-                yield server
-            finally:
-                server.stop()
-        finally:
-            client.close()
-        return
-    if not Path("/usr/sbin/sshd").exists():
-        unavailable(f"neither a container sshd ({problem}) nor /usr/sbin/sshd")
-    local = start_local_sshd(folder)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def remote_alive(server: SSHD | LocalSSHD, pids: list[int]) -> list[int]:

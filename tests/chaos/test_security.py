@@ -42,8 +42,8 @@ import pytest
 
 from kernel_providers import Config, KernelFinder, KernelLauncher, KernelProviderError
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import docker_image_problem, run_code, unavailable
-from kernel_providers_ssh.testing import SSHD, LocalSSHD, start_local_sshd, start_sshd
+from kernel_providers.testing import run_code
+from kernel_providers_ssh.testing import SSHD, LocalSSHD
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 LOCAL_NAME = "kp-security"
@@ -143,50 +143,6 @@ class Target:
         container = getattr(launcher, "container", None)
         if container is not None:
             self.containers.append(container.id)
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[Any]:
-    """A client of the engine holding the test image (fails in CI without one)."""
-    problem = docker_image_problem(IMAGE)
-    if problem:
-        unavailable(problem)
-    import docker
-
-    client = docker.from_env()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]:
-    """This module's own sshd: a container of the test image, or (KP_TEST_SSHD=local,
-    or no engine) an sshd on 127.0.0.1 of this machine."""
-    folder = tmp_path_factory.mktemp("ssh-security")
-    problem = ("KP_TEST_SSHD=local" if os.environ.get("KP_TEST_SSHD") == "local"
-               else docker_image_problem(IMAGE))
-    if problem is None:
-        import docker
-
-        client = docker.from_env()
-        try:
-            server = start_sshd(client, IMAGE, folder)
-            try:
-                yield server
-            finally:
-                server.stop()
-        finally:
-            client.close()
-        return
-    if not Path("/usr/sbin/sshd").exists():
-        unavailable(f"neither a container sshd ({problem}) nor /usr/sbin/sshd")
-    local = start_local_sshd(folder)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def write_kernelspec(folder: Path) -> Path:

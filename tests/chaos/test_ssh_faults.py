@@ -22,8 +22,11 @@ import pytest
 
 from kernel_providers import Config, KernelDied, KernelFinder, KernelLauncher
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import docker_image_problem, unavailable
-from kernel_providers_ssh.testing import SSHD, LocalSSHD, start_local_sshd, start_sshd
+from kernel_providers_ssh.testing import (
+    SSHD,
+    LocalSSHD,
+    sshd_for_tests,
+)
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 KERNEL = "ssh/testbox/python3"
@@ -57,29 +60,8 @@ print(len(sessions))
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD | LocalSSHD]:
     """This module's own sshd: a container it starts (removed afterwards), or a local one."""
-    folder = tmp_path_factory.mktemp("ssh-chaos")
-    problem = ("KP_TEST_SSHD=local" if os.environ.get("KP_TEST_SSHD") == "local"
-               else docker_image_problem(IMAGE))
-    if problem is None:
-        import docker
-
-        client = docker.from_env()
-        try:
-            container = start_sshd(client, IMAGE, folder)
-            try:
-                yield container
-            finally:
-                container.stop()
-        finally:
-            client.close()
-        return
-    if not Path("/usr/sbin/sshd").exists():
-        unavailable(f"neither a container sshd ({problem}) nor /usr/sbin/sshd")
-    local = start_local_sshd(folder)
-    try:
-        yield local
-    finally:
-        local.stop()
+    with sshd_for_tests(tmp_path_factory.mktemp("ssh-chaos"), IMAGE) as started:
+        yield started
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ ssh_config naming it ``testbox`` (plus ``deadbox``, a closed port). Needs the do
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,3 +249,36 @@ def start_sshd(client: Any, image: str, folder: Path) -> SSHD:
         container.remove(force=True)
         raise
     return SSHD(container, port, config, known_hosts, folder / "id_test")
+
+
+@contextlib.contextmanager
+def sshd_for_tests(folder: Path, image: str) -> Iterator[SSHD | LocalSSHD]:
+    """An sshd a test owns: in a container of ``image`` (removed afterwards), or on
+    127.0.0.1 of this machine with KP_TEST_SSHD=local or without an engine holding the
+    image; :func:`kernel_providers.testing.unavailable` when neither can run."""
+    from kernel_providers.testing import docker_image_problem, unavailable
+
+    problem = ("KP_TEST_SSHD=local" if os.environ.get("KP_TEST_SSHD") == "local"
+               else docker_image_problem(image))
+    server: SSHD | LocalSSHD
+    if problem is None:
+        import docker
+
+        client = docker.from_env()
+        try:
+            server = start_sshd(client, image, folder)
+            try:
+                yield server
+            finally:
+                server.stop()
+        finally:
+            client.close()
+        return
+    if not Path("/usr/sbin/sshd").exists():
+        unavailable(f"neither a container sshd ({problem}) nor /usr/sbin/sshd")
+    server = start_local_sshd(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+
