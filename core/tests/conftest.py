@@ -5,7 +5,6 @@ as an installed distribution."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from kernel_providers import (
     hookimpl,
     launch_local,
 )
-from kernel_providers.testing import command_argv, command_environment
+from kernel_providers.testing import command_argv, command_environment, write_kernelspec
 
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
@@ -111,14 +110,6 @@ TEST_SPECS: dict[str, Any] = {
 REAL_PROVIDERS = "spec,environments,conda,venv,docker,ssh,example"
 
 
-def write_spec(kernels: Path, name: str, spec: Any) -> Path:
-    """Write ``kernels/<name>/kernel.json``; returns its path."""
-    (kernels / name).mkdir(parents=True, exist_ok=True)
-    path = kernels / name / "kernel.json"
-    path.write_text(spec if isinstance(spec, str) else json.dumps(spec), encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """An environment for the command: the test plugin on PYTHONPATH and every real
@@ -127,7 +118,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     cache and IPython dirs (see ``command_environment``)."""
     kernels = tmp_path / "kernels"
     for name, spec in TEST_SPECS.items():
-        write_spec(kernels, name, spec)
+        write_kernelspec(kernels, name, spec)
     python_path = os.pathsep.join(filter(None, [str(CLI_PLUGIN), os.environ.get("PYTHONPATH")]))
     return command_environment(tmp_path, REAL_PROVIDERS, PYTHONPATH=python_path,
                                KP_CLI_KERNELS=str(kernels))

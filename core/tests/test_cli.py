@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from jupyter_client import BlockingKernelClient
 
-from kernel_providers.testing import process_alive, process_gone
+from kernel_providers.testing import process_alive, process_gone, write_kernelspec
 
 Command = Callable[..., list[str]]
 
@@ -71,11 +71,6 @@ def kill_if_alive(pid: int | None) -> None:
     if pid is not None and process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def write_spec(kernels: Path, name: str, spec: dict[str, Any]) -> None:
-    (kernels / name).mkdir(parents=True, exist_ok=True)
-    (kernels / name / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
 
 
 def one_line(text: str) -> bool:
@@ -290,7 +285,7 @@ def test_list_refresh(command: Command, cli_env: dict[str, str]) -> None:
     table = run(command, cli_env, "list", "--refresh")
     assert table.returncode == 0 and "kp/kp-py" in table.stdout
     # a kernelspec installed since is found by the next listing
-    write_spec(kernels_dir(cli_env), "kp-new", {"argv": ["true"], "display_name": "New"})
+    write_kernelspec(kernels_dir(cli_env), "kp-new", {"argv": ["true"], "display_name": "New"})
     again = run(command, cli_env, "list", "--json", "--refresh")
     assert "kp/kp-new" in {k["id"] for k in json.loads(again.stdout)}
 
@@ -522,7 +517,7 @@ def test_run_kernel_that_dies_at_start(command: Command, cli_env: dict[str, str]
 def test_run_kernel_whose_command_does_not_exist(command: Command, cli_env: dict[str, str],
                                                  tmp_path: Path) -> None:
     missing = tmp_path / "no-such-interpreter"
-    write_spec(kernels_dir(cli_env), "kp-missing",
+    write_kernelspec(kernels_dir(cli_env), "kp-missing",
                {"argv": [str(missing), "-f", "{connection_file}"], "display_name": "M"})
     out = run(command, cli_env, "run", "kp/kp-missing", "--code", "print(1)")
     assert out.returncode == 3

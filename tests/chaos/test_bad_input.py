@@ -13,9 +13,6 @@ fail before a container is made (the image is missing, the engine address is dea
 the settings are refused before the pull), and each checks that no container carries
 its kernel id. The SSH cases use an unreachable loopback port and, where sshd is
 installed, an sshd of the module's own on 127.0.0.1 (`start_local_sshd`).
-
-A case that shows a defect asserts the right behaviour and is marked
-``xfail(strict=True, reason="DEFECT: ...")``.
 """
 
 from __future__ import annotations
@@ -37,7 +34,13 @@ from typing import Any
 import psutil
 import pytest
 
-from kernel_providers.testing import command_argv, command_environment, unavailable
+from kernel_providers.testing import (
+    command_argv,
+    command_environment,
+    docker_engine_problem,
+    unavailable,
+    write_kernelspec,
+)
 
 IPYKERNEL = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 GOOD = "spec/kp-ok"
@@ -79,15 +82,7 @@ class Place:
 
     def spec(self, name: str, content: Any) -> Path:
         """``kernels/<name>/kernel.json``: bytes and str as they are, else as JSON."""
-        folder = self.kernels / name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "kernel.json"
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content if isinstance(content, str) else json.dumps(content),
-                            encoding="utf-8")
-        return path
+        return write_kernelspec(self.kernels, name, content)
 
     def fill(self, text: str) -> str:
         """``text`` with {root} and {kernels} replaced (TOML braces stay as they are)."""
@@ -99,20 +94,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def engine_problem() -> str | None:
-    """Why no Docker engine can be asked here (its unix socket does not answer), or None."""
-    url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if not url.startswith("unix://"):
-        return None
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.settimeout(5)
-            probe.connect(url[len("unix://"):])
-        except OSError as exc:
-            return f"no Docker engine at {url}: {exc}"
-    return None
 
 
 def containers_of(kernel_id: str) -> list[str]:
@@ -256,7 +237,6 @@ class Case:
     absent: tuple[str, ...] = ()
     max_stderr: int | None = None
     needs: str | None = None
-    defect: str | None = None
 
 
 def _json(name: str) -> str:
@@ -451,9 +431,7 @@ CASES = [
 
 
 def _param(case: Case) -> Any:
-    marks = [pytest.mark.xfail(strict=True, reason=f"DEFECT: {case.defect}")] \
-        if case.defect else []
-    return pytest.param(case, id=case.id, marks=marks)
+    return pytest.param(case, id=case.id)
 
 
 # --- running a case -----------------------------------------------------------------------
@@ -555,7 +533,7 @@ def check_message(case: Case, place: Place, result: subprocess.CompletedProcess[
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("case", [_param(case) for case in CASES])
 def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    if case.needs == "docker" and (problem := engine_problem()):
+    if case.needs == "docker" and (problem := docker_engine_problem()):
         unavailable(problem)
     marker = uuid.uuid4().hex
     place = Place(tmp_path, environment(case, tmp_path, marker))

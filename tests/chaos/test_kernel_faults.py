@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -55,7 +54,7 @@ from kernel_providers import (
 )
 from kernel_providers.ownership import process_stamp
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import process_alive
+from kernel_providers.testing import port_listening, process_alive, write_kernelspec
 from kernel_providers_ssh.testing import (
     SSHD,
     LocalSSHD,
@@ -142,8 +141,7 @@ def fault_specs() -> dict[str, dict[str, Any]]:
 
 def write_specs(root: Path, specs: dict[str, dict[str, Any]]) -> Path:
     for name, spec in specs.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        (root / name / "kernel.json").write_text(json.dumps(spec))
+        write_kernelspec(root, name, spec)
     return root
 
 
@@ -366,7 +364,7 @@ class SSHTarget(Target):
         if users:
             left.append(f"{users} users of the SSH connection")
         ports = [int(launcher.connection_info[p]) for p in PORT_NAMES]  # type: ignore[literal-required]
-        left += [f"local forward {p} listening" for p in ports if listening(p)]
+        left += [f"local forward {p} listening" for p in ports if port_listening(p)]
         return left
 
     def remote_marked_or(self, pid: int | None = None) -> list[str]:
@@ -390,11 +388,6 @@ class SSHTarget(Target):
         remote = [f"process {p} on the host" for p in self.remote_marked_or()]
         files = [f"{self.remote_runtime}/{e} on the host" for e in self.remote_entries()]
         return super().leftovers() + remote + files
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="module")

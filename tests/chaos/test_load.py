@@ -34,7 +34,12 @@ import pytest
 from kernel_providers import Config, KernelFinder, KernelLauncher, LaunchOptions
 from kernel_providers.ownership import process_stamp
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import process_alive, run_code
+from kernel_providers.testing import (
+    port_listening,
+    process_alive,
+    run_code,
+    write_kernelspec,
+)
 from kernel_providers_ssh.testing import SSHD, LocalSSHD
 
 T = TypeVar("T")
@@ -42,6 +47,7 @@ T = TypeVar("T")
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
 SPEC_NAME = "kp-load"
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+LOAD_SPEC = {"argv": IPYKERNEL, "display_name": "KP Load", "language": "python"}
 # Generous: on 2 cores, 32 kernels importing IPython at once take far longer than one.
 # A kernel that is merely slow is not a failure here; one that fails is.
 SLOW_OK = 300.0
@@ -155,15 +161,6 @@ def descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-def write_kernelspec(folder: Path) -> Path:
-    """A kernelspec ``kp-load`` (this interpreter's ipykernel) in ``folder``."""
-    spec = folder / SPEC_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps(
-        {"argv": IPYKERNEL, "display_name": "KP Load", "language": "python"}))
-    return folder
-
-
 @pytest.fixture
 def isolated(kp_isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The test's own runtime dir, config and IPython dir (32 kernels would otherwise
@@ -178,7 +175,8 @@ def isolated(kp_isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.timeout(600)
 def test_32_concurrent_local_kernels(isolated: Path, tmp_path: Path) -> None:
     """32 kernelspec kernels at once: all start, run, stop; nothing is left."""
-    kernels = write_kernelspec(tmp_path / "kernels")
+    kernels = tmp_path / "kernels"
+    write_kernelspec(kernels, SPEC_NAME, LOAD_SPEC)
     finder = KernelFinder(Config(providers={"spec": {"extra_dirs": [str(kernels)]}}))
     before = descendants()
     pids: list[int] = []
@@ -244,14 +242,6 @@ def test_8_concurrent_docker_kernels(isolated: Path, docker_client: Any) -> None
 # --- SSH kernels -----------------------------------------------------------------------
 
 
-def remote_alive(server: SSHD | LocalSSHD, pids: list[int]) -> list[int]:
-    """Those of ``pids`` that run (not zombies) on ``server``'s host."""
-    script = ("import sys\nfor pid in sys.argv[1:]:\n try:\n"
-              "  state = open('/proc/%s/stat' % pid).read().rpartition(')')[2].split()[0]\n"
-              " except OSError:\n  continue\n if state != 'Z':\n  print(pid)")
-    return [int(p) for p in server.exec("python3", "-c", script, *map(str, pids)).split()]
-
-
 def remote_existing(server: SSHD | LocalSSHD, paths: list[str]) -> list[str]:
     """Those of ``paths`` that exist on ``server``'s host."""
     script = "import os, sys\nfor p in sys.argv[1:]:\n if os.path.lexists(p):\n  print(p)"
@@ -271,24 +261,19 @@ def test_4_concurrent_ssh_kernels(isolated: Path, sshd: SSHD | LocalSSHD) -> Non
     def inspect(launchers: list[KernelLauncher]) -> None:
         pids.extend(launcher.remote_pid for launcher in launchers)  # type: ignore[attr-defined]
         files.extend(launcher.remote_file for launcher in launchers)  # type: ignore[attr-defined]
-        assert len(remote_alive(sshd, pids)) == len(launchers)
+        assert len(sshd.alive(*pids)) == len(launchers)
 
     batch = asyncio.run(run_batch(finder, "ssh/testbox/python3", 4, inspect))
     batch.report("4 SSH kernels")
     batch.assert_all_held(4)
-    assert not remote_alive(sshd, pids), "kernels alive on the SSH host after shutdown"
+    assert not sshd.alive(*pids), "kernels alive on the SSH host after shutdown"
     folders = [os.path.dirname(f) for f in files]
     assert not remote_existing(sshd, files + folders), "connection files left on the host"
     pool = finder.providers["ssh"].pool  # type: ignore[attr-defined]
     assert pool.users("testbox") == 0
-    listening = [p for p in batch.ports if _listening(p)]
+    listening = [p for p in batch.ports if port_listening(p)]
     assert not listening, f"local forwards still listening: {listening}"
     assert not leftover_files(isolated), leftover_files(isolated)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 # --- through jupyter_server and the bridge ---------------------------------------------
@@ -411,7 +396,8 @@ class Server:
 def bridged(isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Private Jupyter dirs with the bridge enabled; a kernelspec only kernel-providers
     sees (a server that starts it uses the bridge). Returns its Jupyter kernel name."""
-    kernels = write_kernelspec(tmp_path / "hidden-kernels")
+    kernels = tmp_path / "hidden-kernels"
+    write_kernelspec(kernels, SPEC_NAME, LOAD_SPEC)
     Path(os.environ["KERNEL_PROVIDERS_CONFIG"]).write_text(
         f"[providers.spec]\nextra_dirs = [{json.dumps(str(kernels))}]\n")
     (tmp_path / "jupyter-config").mkdir()

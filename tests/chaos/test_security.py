@@ -42,7 +42,7 @@ import pytest
 
 from kernel_providers import Config, KernelFinder, KernelLauncher, KernelProviderError
 from kernel_providers.sdk import PORT_NAMES
-from kernel_providers.testing import run_code
+from kernel_providers.testing import run_code, write_kernelspec
 from kernel_providers_ssh.testing import SSHD, LocalSSHD
 
 IMAGE = os.environ.get("KP_TEST_IMAGE", "kernel-providers-test:bookworm")
@@ -145,15 +145,6 @@ class Target:
             self.containers.append(container.id)
 
 
-def write_kernelspec(folder: Path) -> Path:
-    """A kernelspec ``kp-security`` (this interpreter's ipykernel) under ``folder``."""
-    spec = folder / LOCAL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps(
-        {"argv": IPYKERNEL, "display_name": "KP Security", "language": "python"}))
-    return folder
-
-
 def ssh_settings(server: SSHD | LocalSSHD, **table: Any) -> dict[str, Any]:
     """``[providers.ssh]`` pointing at ``server``, with ``table`` over it."""
     return {"hosts": ["testbox"], "python": server.python,
@@ -170,7 +161,10 @@ def target(request: pytest.FixtureRequest, kp_isolated: Path, tmp_path: Path,
     # The kernels' IPython history and profile stay in the test's folder.
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     if kind == "local":
-        kernels = write_kernelspec(tmp_path / "kernels")
+        kernels = tmp_path / "kernels"
+        write_kernelspec(kernels, LOCAL_NAME, {"argv": IPYKERNEL,
+                                               "display_name": "KP Security",
+                                               "language": "python"})
         yield Target(kind, KERNELS[kind], lambda: KernelFinder(Config(
             providers={"spec": {"extra_dirs": [str(kernels)]}})))
         return

@@ -11,7 +11,6 @@ import asyncio
 import os
 import posixpath
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import pytest
 
 from kernel_providers import Config, KernelDied, KernelFinder, KernelLauncher
 from kernel_providers.sdk import PORT_NAMES
+from kernel_providers.testing import port_listening
 from kernel_providers_ssh.testing import (
     SSHD,
     LocalSSHD,
@@ -82,24 +82,12 @@ def signal_sessions(server: SSHD | LocalSSHD, signum: int) -> None:
     assert out.strip().isdigit() and int(out) > 0, f"no session signalled: {out}"
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def remote_mode(server: SSHD | LocalSSHD, path: str) -> str:
     return server.exec("stat", "-c", "%a", path).strip()
 
 
 def remote_exists(server: SSHD | LocalSSHD, path: str) -> bool:
     return "yes" in server.exec("sh", "-c", f"test -e '{path}' && echo yes || echo no")
-
-
-def remote_alive(server: SSHD | LocalSSHD, pid: int) -> bool:
-    return "alive" in server.exec(
-        "python3", "-c", f"import os\ntry:\n os.kill({pid}, 0)\nexcept ProcessLookupError:"
-        f" print('gone')\nelse: print('alive' if open('/proc/{pid}/stat').read()"
-        ".rpartition(')')[2].split()[0] != 'Z' else 'gone')")
 
 
 async def ended_within(launcher: KernelLauncher, seconds: float) -> float:
@@ -127,7 +115,7 @@ async def assert_lost_and_freed(launcher: KernelLauncher, ports: list[int]) -> N
     status = await asyncio.wait_for(launcher.wait(), 5)
     assert status is not None and status == launcher.poll()
     assert LOST in launcher.output
-    assert not [p for p in ports if listening(p)], "a local forward still listens"
+    assert not [p for p in ports if port_listening(p)], "a local forward still listens"
     file = launcher.connection_file
     assert await asyncio.wait_for(launcher.shutdown(), 15) == status
     assert not os.path.exists(file)
@@ -149,7 +137,7 @@ def test_killed_sshd_ends_the_launcher(server: SSHD | LocalSSHD,
             await asyncio.wait_for(running, 15)
         await assert_lost_and_freed(launcher, ports)
         # The supervisor ends the kernel, and removes its connection file and folder.
-        assert await gone_within(lambda: remote_alive(server, pid), 15)
+        assert await gone_within(lambda: bool(server.alive(pid)), 15)
         assert await gone_within(
             lambda: remote_exists(server, posixpath.dirname(launcher.remote_file)),  # type: ignore[attr-defined]
             15)
@@ -174,7 +162,7 @@ def test_frozen_host_ends_the_launcher(server: SSHD | LocalSSHD,
         finally:
             thaw(server)
         # Thawed, the host sees the connection closed: its supervisor ends the kernel.
-        assert await gone_within(lambda: remote_alive(server, pid), 15)
+        assert await gone_within(lambda: bool(server.alive(pid)), 15)
         return took
 
     took = asyncio.run(scenario())

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from kernel_providers import Config, KernelFinder
-from kernel_providers.testing import unavailable
+from kernel_providers.testing import unavailable, write_kernelspec
 
 #: providers not under test (entry-point names): no Docker or SSH here
 OTHERS = "docker,ssh,example"
@@ -163,10 +163,9 @@ def place() -> Iterator[Place]:
 
 def write_spec(folder: Path, display_name: str = "KP Chaos") -> Path:
     """A valid kernelspec folder."""
-    folder.mkdir(parents=True)
-    (folder / "kernel.json").write_text(json.dumps({
+    write_kernelspec(folder.parent, folder.name, {
         "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": display_name, "language": "python"}))
+        "display_name": display_name, "language": "python"})
     return folder
 
 

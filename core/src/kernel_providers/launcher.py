@@ -105,11 +105,15 @@ class KernelLauncher(ABC):
         self._owner: LauncherOwner | None = None
         # What the reaper undoes should this process end before cleanup (see orphans).
         self._undo_if_orphaned: list[Undo] = []
-        if connection_file != self.launch_options.connection_file:
-            self.cancel_at_cleanup(undo_if_orphaned({"remove_file": connection_file}))
+        self._guard_connection_file()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.kernel_type.id} status={self.poll()!r}>"
+
+    def _guard_connection_file(self) -> None:
+        # Ours (not the caller's): the reaper removes it if this process dies first.
+        if self.connection_file != self.launch_options.connection_file:
+            self.cancel_at_cleanup(undo_if_orphaned({"remove_file": self.connection_file}))
 
     def cancel_at_cleanup(self, undo: Undo) -> None:
         """Keep ``undo`` (from :func:`undo_if_orphaned`) until :meth:`cleanup` has freed

@@ -179,8 +179,7 @@ class LocalLauncher(KernelLauncher):
         self.process, self._output = process, output
         self.connection_info, self.connection_file = info, str(path)
         self.cancel_at_cleanup(undo_if_orphaned({"kill_group": process.pid}))
-        if self.connection_file != self.launch_options.connection_file:
-            self.cancel_at_cleanup(undo_if_orphaned({"remove_file": self.connection_file}))
+        self._guard_connection_file()
         self._reader = _start_reader(process, output)
         await _settle_ports(self, self._respawn)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers.testing import command_argv, command_environment
+from kernel_providers.testing import command_argv, command_environment, write_kernelspec
 
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
@@ -69,9 +69,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     holding CLI_SPECS (``$JUPYTER_PATH/kernels``), and private runtime, config, data,
     cache and IPython dirs (see ``command_environment``)."""
     for name, spec in CLI_SPECS.items():
-        folder = tmp_path / "jupyter" / "kernels" / name
-        folder.mkdir(parents=True)
-        (folder / "kernel.json").write_text(spec if isinstance(spec, str) else json.dumps(spec))
+        write_kernelspec(tmp_path / "jupyter" / "kernels", name, spec)
     return command_environment(tmp_path, OTHER_PROVIDERS)
 
 

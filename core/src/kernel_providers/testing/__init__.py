@@ -14,20 +14,22 @@ test's runtime dir and configuration file; see :mod:`kernel_providers.testing.pl
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from .conformance import ConformanceSuite, run_code
 
-__all__ = ["ConformanceSuite", "command_argv", "command_environment", "docker_image_problem",
-           "process_alive", "process_gone", "run_code", "unavailable"]
+__all__ = ["ConformanceSuite", "command_argv", "command_environment", "docker_engine_problem",
+           "docker_image_problem", "port_listening", "process_alive", "process_gone",
+           "run_code", "unavailable", "write_kernelspec"]
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -39,15 +41,10 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def docker_image_problem(image: str) -> str | None:
-    """Why a test cannot use a Docker engine holding ``image`` here (the engine or the
-    image is missing), or None; pass a problem to :func:`unavailable`."""
-    try:
-        import docker
-    except ImportError as exc:
-        return f"no Docker SDK: {exc}"
-    # Probe a unix socket first: the SDK leaks its socket when the engine is missing
-    # (a ResourceWarning, which the test settings make an error).
+def docker_engine_problem() -> str | None:
+    """Why no Docker engine answers here (its unix socket, DOCKER_HOST's or the default),
+    or None. Probes the socket itself: the SDK leaks one when the engine is missing (a
+    ResourceWarning, which the test settings make an error)."""
     url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if url.startswith("unix://"):
         with socket.socket(socket.AF_UNIX) as probe:
@@ -56,6 +53,19 @@ def docker_image_problem(image: str) -> str | None:
                 probe.connect(url[len("unix://"):])
             except OSError as exc:
                 return f"no Docker engine at {url}: {exc}"
+    return None
+
+
+def docker_image_problem(image: str) -> str | None:
+    """Why a test cannot use a Docker engine holding ``image`` here (the engine or the
+    image is missing), or None; pass a problem to :func:`unavailable`."""
+    try:
+        import docker
+    except ImportError as exc:
+        return f"no Docker SDK: {exc}"
+    problem = docker_engine_problem()
+    if problem is not None:
+        return problem
     try:
         client = docker.from_env()
     except Exception as exc:
@@ -127,4 +137,22 @@ def command_argv(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("kernel-providers")
     found = str(script) if script.exists() else shutil.which("kernel-providers")
     return [*([found] if found else [sys.executable, "-m", "kernel_providers"]), *args]
+
+
+def write_kernelspec(kernels: Path, name: str, spec: Any) -> Path:
+    """Write ``kernels/<name>/kernel.json``: bytes and str as they are, anything else as
+    JSON; returns its path."""
+    (kernels / name).mkdir(parents=True, exist_ok=True)
+    path = kernels / name / "kernel.json"
+    if isinstance(spec, bytes):
+        path.write_bytes(spec)
+    else:
+        path.write_text(spec if isinstance(spec, str) else json.dumps(spec), encoding="utf-8")
+    return path
+
+
+def port_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
 

@@ -61,6 +61,10 @@ class SSHD:
         """The login user's home folder there."""
         return "/root"
 
+    def alive(self, *pids: int) -> list[int]:
+        """Those of ``pids`` that run (not zombies) on the server's host."""
+        return _alive_on(self, pids)
+
     def kill_sessions(self) -> None:
         """Kill the server side of every SSH session (not the listening sshd, PID 1)."""
         self.exec("python3", "-c", _KILL_SESSIONS % (1, 1))
@@ -122,6 +126,10 @@ class LocalSSHD:
     def home(self) -> str:
         """The current user's home folder."""
         return str(Path.home())
+
+    def alive(self, *pids: int) -> list[int]:
+        """Those of ``pids`` that run (not zombies) on this machine."""
+        return _alive_on(self, pids)
 
     def kill_sessions(self) -> None:
         """Kill the session processes this sshd forked (our own, by pid)."""
@@ -281,4 +289,15 @@ def sshd_for_tests(folder: Path, image: str) -> Iterator[SSHD | LocalSSHD]:
         yield server
     finally:
         server.stop()
+
+# Prints those of its arguments (pids) that run and are not zombies.
+_ALIVE = ("import sys\nfor pid in sys.argv[1:]:\n try:\n"
+          "  state = open('/proc/%s/stat' % pid).read().rpartition(')')[2].split()[0]\n"
+          " except OSError:\n  continue\n if state != 'Z':\n  print(pid)")
+
+
+def _alive_on(server: SSHD | LocalSSHD, pids: tuple[int, ...]) -> list[int]:
+    if not pids:
+        return []
+    return [int(p) for p in server.exec("python3", "-c", _ALIVE, *map(str, pids)).split()]
 
