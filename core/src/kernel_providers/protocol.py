@@ -31,7 +31,8 @@ import zmq.asyncio
 from .errors import KernelProviderError
 from .types import ConnectionInfo
 
-__all__ = ["DELIMITER", "KernelConnection", "Message", "ProtocolError", "Session"]
+__all__ = ["DELIMITER", "KernelConnection", "Message", "ProtocolError", "Session",
+           "heartbeat_answers"]
 
 DELIMITER = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.3"
@@ -56,6 +57,23 @@ def _zmq_context() -> zmq.asyncio.Context:
     if _context is None or _context.closed or _context_pid != os.getpid():
         _context, _context_pid = zmq.asyncio.Context(), os.getpid()
     return _context
+
+
+def heartbeat_answers(info: ConnectionInfo, timeout: float = 1.0) -> bool:
+    """Whether the kernel's heartbeat echoes a ping within ``timeout`` seconds: it runs
+    and its ports are reachable. Blocking (call it from a thread)."""
+    if info.get("transport", "tcp") == "ipc":
+        url = f"ipc://{info['ip']}-{info['hb_port']}"
+    else:
+        url = f"tcp://{info['ip']}:{info['hb_port']}"
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
+    sock.linger = 0
+    try:
+        sock.connect(url)
+        sock.send(b"ping")
+        return bool(sock.poll(int(timeout * 1000)))
+    finally:
+        sock.close()
 
 
 class ProtocolError(KernelProviderError):

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         stamp_alive,
         verify_tag,
     )
+    from .protocol import heartbeat_answers
     from .provider import KernelProvider, report_problem
     from .text import one_line
     from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
@@ -99,6 +100,7 @@ _MODULES = {
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
     "orphans": ("Undo", "undo_if_orphaned"),
     "ownership": ("claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"),
+    "protocol": ("heartbeat_answers",),
     "provider": ("KernelProvider", "report_problem"),
     "text": ("one_line",),
     "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
@@ -132,6 +134,7 @@ __all__ = [
     "claimed",
     "client_connection",
     "dictated_connection",
+    "heartbeat_answers",
     "hookimpl",
     "keep_key",
     "kernel_connection",

@@ -17,7 +17,7 @@ from kernel_providers.sdk import KernelProvider, ProviderUnavailable
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["connect", "engine_url", "remove_container"]
+__all__ = ["check_socket", "connect", "engine_url", "remove_container"]
 
 # Enough connections for every kernel's log stream and wait call, plus requests.
 _POOL_SIZE = 256
@@ -116,14 +116,46 @@ def _client_class() -> type[docker.DockerClient]:
     # Defined on first use: the docker SDK is imported only when an engine is asked.
     import docker
     import requests
+    from docker.transport import unixconn
+
+    class ClosingUnixConnection(unixconn.UnixHTTPConnection):  # type: ignore[misc]
+        def connect(self) -> None:
+            # The SDK's own leaks the socket when the engine refuses the connection
+            # (stopping, restarting): a ResourceWarning per request until it is back.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self.unix_socket)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+
+    class ClosingUnixPool(unixconn.UnixHTTPConnectionPool):  # type: ignore[misc]
+        def _new_conn(self) -> ClosingUnixConnection:
+            return ClosingUnixConnection(self.base_url, self.socket_path, self.timeout)
+
+    class ClosingUnixAdapter(unixconn.UnixHTTPAdapter):  # type: ignore[misc]
+        def get_connection(self, url: str, proxies: Any = None) -> ClosingUnixPool:
+            with self.pools.lock:
+                pool = self.pools.get(url)
+                if pool is None:
+                    pool = self.pools[url] = ClosingUnixPool(
+                        url, self.socket_path, self.timeout, maxsize=self.max_pool_size)
+            return pool  # type: ignore[no-any-return]
 
     class BoundedAPIClient(docker.APIClient):  # type: ignore[misc]
         """Every request bounded (_request_timeout); a request that times out raises
-        ProviderUnavailable naming the engine and what to do."""
+        ProviderUnavailable naming the engine and what to do. Unix sockets are closed
+        when a connection fails (ClosingUnixConnection)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.engine = str(kwargs.get("base_url") or _DEFAULT_URL)  # before the
             super().__init__(*args, **kwargs)  # base class asks the engine its version
+            adapter = getattr(self, "_custom_adapter", None)
+            if adapter is not None and type(adapter) is unixconn.UnixHTTPAdapter:
+                adapter.__class__ = ClosingUnixAdapter  # same state, our connections
+                adapter.pools.clear()  # (closes the version request's pool)
 
         def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             kwargs["timeout"], listing = _request_timeout(method, kwargs)
@@ -141,8 +173,10 @@ def _client_class() -> type[docker.DockerClient]:
     return BoundedDockerClient
 
 
-def _check_socket(url: str) -> None:
-    # Fail fast (and without the socket the SDK leaks when a unix socket is missing).
+def check_socket(url: str) -> None:
+    """Raise ProviderUnavailable if the engine's unix socket takes no connection. Asked
+    before the SDK is: it fails fast, and without the socket the SDK leaks when a unix
+    socket is missing."""
     if not url.startswith("unix://"):
         return
     path = url[len("unix://"):]
@@ -168,7 +202,7 @@ def _connect(url: str) -> docker.DockerClient:
     except ImportError:  # pragma: no cover - the distribution depends on it
         raise ProviderUnavailable("the docker SDK is not installed: pip install docker"
                                   ) from None
-    _check_socket(url)
+    check_socket(url)
     client = None
     options = {"max_pool_size": _POOL_SIZE, "timeout": _HANDSHAKE_TIMEOUT}
     try:

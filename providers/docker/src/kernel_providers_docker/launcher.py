@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kernel_providers.sdk import (
     PORT_NAMES,
     KernelDied,
+    KernelProviderError,
     KernelType,
     LaunchFailed,
     LaunchOptions,
@@ -26,7 +27,9 @@ from kernel_providers.sdk import (
     Undo,
     WatchedLauncher,
     client_connection,
+    heartbeat_answers,
     kernel_connection,
+    one_line,
     owner_tag,
     process_stamp,
     ready_seconds,
@@ -34,6 +37,8 @@ from kernel_providers.sdk import (
     substitute_argv,
     undo_if_orphaned,
 )
+
+from .engine import check_socket
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -53,6 +58,10 @@ LAUNCHER = "io.kernel-providers.launcher"
 #: an HMAC of the container's name, launcher and kernel id that only this user on this
 #: machine can make (see kernel_providers.ownership): what `cleanup` checks first
 OWNER = "io.kernel-providers.owner"
+#: How long a kernel's watch waits for its engine to answer again (a dockerd restart
+#: takes a second or two) before it reports the kernel lost, unless the kernel's
+#: heartbeat still answers (a live-restore engine keeps its containers running).
+ENGINE_GRACE = 10.0
 
 
 @dataclass
@@ -108,14 +117,78 @@ class DockerLauncher(WatchedLauncher):
         # A thread of its own (not the loop's executor): following logs and waiting
         # block for the kernel's whole life.
         code: int | None = None
-        try:
-            for chunk in self.container.logs(stream=True, follow=True):
-                self.collected.append(chunk)
-            code = int(self.container.wait().get("StatusCode", -1))
-        except Exception:  # the container was removed under us
-            code = None
+        since: int | None = None  # after an engine restart: logs from then on
+        while True:
+            try:
+                for chunk in self.container.logs(stream=True, follow=True, since=since):
+                    self.collected.append(chunk)
+                code = int(self.container.wait().get("StatusCode", -1))
+                break
+            except Exception as exc:  # the container was removed, or the engine went away
+                if _gone(exc):
+                    break
+                since = int(time.time())
+                outcome = self._engine_back()
+                if outcome == "running":  # a live-restore engine kept the kernel
+                    time.sleep(0.1)  # (an engine still stopping may say so once more)
+                    continue
+                code = outcome if isinstance(outcome, int) else None
+                break
         with contextlib.suppress(RuntimeError):  # the loop is closed
             self._loop.call_soon_threadsafe(self.ended_with, exit_status(code))
+
+    def _engine_back(self) -> int | str | None:
+        """After the engine stopped answering the watch: wait for it and read the
+        container's state. "running" (a live-restore engine kept the kernel), else the
+        exit code, else None (the container is gone, or the engine stayed away for
+        ENGINE_GRACE while the kernel's heartbeat did not answer either: the output then
+        says what happened and what to do)."""
+        engine = self.engine
+        deadline = time.monotonic() + ENGINE_GRACE
+        while True:
+            try:
+                check_socket(engine)
+                self.container.reload()
+            except Exception as exc:
+                if _gone(exc):
+                    return None
+                if time.monotonic() < deadline:
+                    time.sleep(0.25)
+                elif not heartbeat_answers(self.connection_info, timeout=1.0):
+                    self._note(f"lost the Docker engine at {engine} while the kernel ran (no"
+                               f" answer for {ENGINE_GRACE:g} s, nor from the kernel): its"
+                               f" container {self.container.short_id} may still exist; once"
+                               " the engine is back, `kernel-providers cleanup` removes it")
+                    return None
+                continue
+            state = self.container.attrs.get("State", {})
+            if state.get("Running"):
+                return "running"
+            code = int(state.get("ExitCode", -1))
+            self._note(f"the Docker engine at {engine} stopped while the kernel ran, and its"
+                       f" container ended with it (exit code {code}); dockerd ends its"
+                       " containers when it stops unless live-restore is on"
+                       " (\"live-restore\": true in /etc/docker/daemon.json)")
+            return code
+
+    def _note(self, text: str) -> None:
+        """Add our account of the kernel's end to its output (errors quote its end)."""
+        self.collected.append(f"\n[kernel-providers] {text}\n".encode())
+
+    def _engine_away(self, action: str, exc: Exception) -> KernelProviderError:
+        """The error of an action the engine did not take: which container, which
+        engine, what happened, what to do."""
+        reason = one_line(str(exc)) or type(exc).__name__
+        return KernelProviderError(
+            f"could not {action} the container {self.container.short_id} of"
+            f" {self.kernel_type.id}: the Docker engine at {self.engine} did not take the"
+            f" request ({reason}); check `docker info`, and once the engine is back,"
+            " `kernel-providers cleanup` removes the container")
+
+    @property
+    def engine(self) -> str:
+        """The address of the kernel's Docker engine (for messages)."""
+        return str(getattr(self.client.api, "engine", None) or self.client.api.base_url)
 
     async def signal(self, signum: int) -> None:
         """Deliver ``signum`` to the kernel: the container's init forwards it."""
@@ -123,8 +196,13 @@ class DockerLauncher(WatchedLauncher):
             return
         from docker.errors import APIError, NotFound
 
-        with contextlib.suppress(NotFound, APIError):  # already gone or stopping
+        try:
+            await asyncio.to_thread(check_socket, self.engine)
             await asyncio.to_thread(self.container.kill, signal=int(signum))
+        except (NotFound, APIError):
+            pass  # already gone or stopping
+        except Exception as exc:  # the engine is away
+            raise self._engine_away(f"send signal {int(signum)} to", exc) from None
 
     def hold_claim(self, claim_file: Path) -> None:
         """Keep ``claim_file`` (this process re-attached to the container) until cleanup."""
@@ -139,11 +217,23 @@ class DockerLauncher(WatchedLauncher):
         """Remove the container (its connection file goes with it)."""
         from docker.errors import NotFound
 
-        with contextlib.suppress(NotFound):
+        try:
+            await asyncio.to_thread(check_socket, self.engine)
             await asyncio.to_thread(self.container.remove, force=True)
+        except NotFound:
+            pass
+        except Exception as exc:  # the engine is away
+            raise self._engine_away("remove", exc) from None
         if self._claim_file is not None:
             self._claim_file.unlink(missing_ok=True)
         await asyncio.to_thread(self._watcher.join, 5)
+
+
+def _gone(exc: Exception) -> bool:
+    """Whether ``exc`` says the container no longer exists (not: the engine is away)."""
+    from docker.errors import NotFound
+
+    return isinstance(exc, NotFound)
 
 
 def removal_if_orphaned(container_id: str) -> Undo:
