@@ -1,10 +1,11 @@
 """Chaos suite, the Docker engine restarted under a running kernel.
 
-The engine is this module's own: a second ``dockerd`` on a private socket, data root,
-containerd namespace and default bridge (``kp-chaos0``, made here: ``--bridge none``
-would delete the machine's ``docker0``), without iptables rules, with the test image
-loaded into it, so stopping it touches nothing else on the machine. Kernels are started through
-the public API with ``DOCKER_HOST`` pointing at it.
+The engine is this module's own: a second ``dockerd`` in a network namespace of its own
+(its bridges, routes and published ports are all there: a second engine in the
+machine's namespace deletes the machine's ``docker0`` when it restarts), on a private
+socket, data root and containerd namespace, with the test image loaded into it. The
+kernels' launchers run in that namespace too (a subprocess per scenario, through
+``nsenter``; its published ports are there), and talk to it with ``DOCKER_HOST``.
 
 - Restarted as dockerd does by default (its containers end with it): the kernel's
   ``wait()`` returns the container's status (-15: SIGTERM) within seconds, a client's
@@ -20,7 +21,6 @@ the public API with ``DOCKER_HOST`` pointing at it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,20 +39,27 @@ from typing import Any
 import psutil
 import pytest
 
-from kernel_providers import Config, KernelDied, KernelFinder
 from kernel_providers.testing import docker_image_problem, process_alive, unavailable
 
 IMAGE = "kernel-providers-test:bookworm"
 KERNEL = f"docker/{IMAGE}"
 CONFIG = {"docker": {"images": [IMAGE]}}
-BRIDGE = "kp-chaos0"  # the private engine's default bridge
+# What every scenario starts with: a kernel on the private engine, ready.
+PROLOGUE = f"""
+import asyncio, json, os, sys, time
+from kernel_providers import Config, KernelFinder
+def say(**what):
+    print(json.dumps(what), flush=True)
+async def launch():
+    return await KernelFinder(Config(providers={CONFIG!r})).launch({KERNEL!r})
+"""
 
 
 class PrivateDockerd:
     """A dockerd of this module's own (root only), started and stopped at will."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, netns: str) -> None:
+        self.folder, self.netns = folder, netns
         self.socket = folder / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -60,11 +68,11 @@ class PrivateDockerd:
     def start(self, live_restore: bool = False) -> None:
         """Start the engine; returns once it answers."""
         f = self.folder
-        argv = ["dockerd", "--host", self.url, "--data-root", str(f / "data"),
+        argv = [*self.inside(), "dockerd", "--host", self.url, "--data-root", str(f / "data"),
                 "--exec-root", str(f / "exec"), "--pidfile", str(f / "docker.pid"),
                 "--containerd-namespace", "kp-chaos",
                 "--containerd-plugins-namespace", "kp-chaos-plugins",
-                "--bridge", BRIDGE, "--iptables=false", "--ip6tables=false",
+                "--iptables=false", "--ip6tables=false",
                 *(["--live-restore"] if live_restore else [])]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -74,6 +82,20 @@ class PrivateDockerd:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the private dockerd did not start: {self.tail()}")
             time.sleep(0.2)
+
+    def inside(self) -> list[str]:
+        """The command prefix that runs a program in the engine's network namespace
+        (nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroups)."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}"]
+
+    def scenario(self, script: str) -> subprocess.Popen[str]:
+        """Run ``PROLOGUE + script`` in the engine's namespace, its stdin and stdout
+        pipes (JSON lines out)."""
+        env = {**os.environ, "DOCKER_HOST": self.url}
+        return subprocess.Popen([*self.inside(), sys.executable, "-c",
+                                 PROLOGUE + textwrap.dedent(script)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=env)
 
     def stop(self) -> None:
         """Stop the engine as `systemctl stop docker` does (SIGTERM) and wait for it."""
@@ -105,18 +127,24 @@ def engine() -> Iterator[PrivateDockerd]:
     problem = docker_image_problem(IMAGE)
     if problem:
         unavailable(problem)
-    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
-        unavailable("a private dockerd needs root, dockerd (Debian's docker.io) and ip"
-                    " (iproute2)")
+    if os.geteuid() != 0 or not all(map(shutil.which, ("dockerd", "ip", "nsenter"))):
+        unavailable("a private dockerd needs root, dockerd (Debian's docker.io), ip"
+                    " (iproute2) and nsenter (util-linux)")
     # Short: a unix socket's path has a limit of ~100 bytes.
     folder = Path(tempfile.mkdtemp(prefix="kp-dockerd-", dir="/tmp"))
-    server = PrivateDockerd(folder)
-    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+    netns = f"kp-chaos-{uuid.uuid4().hex[:8]}"
+    interfaces = machine_interfaces()
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    server = PrivateDockerd(folder, netns)
     try:
         server.start()
-        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+        machines = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        save = subprocess.Popen(["docker", "-H", machines, "save", IMAGE],
+                                stdout=subprocess.PIPE)
         server.docker("load", stdin=save.stdout)
         assert save.wait(60) == 0
+        assert save.stdout is not None
         save.stdout.close()
         yield server
     finally:
@@ -128,7 +156,13 @@ def engine() -> Iterator[PrivateDockerd]:
         server.stop()
         unmount_under(folder)
         shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run(["ip", "link", "delete", BRIDGE], check=False)
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+    assert interfaces <= machine_interfaces(), "an interface of the machine is gone"
+
+
+def machine_interfaces() -> set[str]:
+    """The network interfaces of the machine's namespace, but containers' veths."""
+    return {name for name in os.listdir("/sys/class/net") if not name.startswith("veth")}
 
 
 def unmount_under(folder: Path) -> None:
@@ -160,92 +194,126 @@ def restart(engine: PrivateDockerd, live_restore: bool = False) -> None:
     engine.start(live_restore)
 
 
+def said(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """The scenario's next JSON line (it failed if it printed none)."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait(30)
+        pytest.fail(f"the scenario ended (status {process.returncode}) without a word")
+    return dict(json.loads(line))
+
+
+def go_on(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.write("go\n")
+    process.stdin.flush()
+
+
+@contextlib.contextmanager
+def running(process: subprocess.Popen[str],
+            status: int = 0) -> Iterator[subprocess.Popen[str]]:
+    """The scenario, which must end with ``status``; ended and closed in any case."""
+    try:
+        yield process
+        assert process.wait(120) == status
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+
 def test_restart_ends_the_kernel_with_a_clear_error(engine: PrivateDockerd,
                                                       engine_env: Path) -> None:
-    async def main() -> None:
-        launcher = await KernelFinder(Config(providers=CONFIG)).launch(KERNEL)
-        try:
-            assert (await launcher.execute("x = 1"))["content"]["status"] == "ok"
-            restart(engine)
+    with running(engine.scenario("""
+        from kernel_providers import KernelDied
+        async def main():
+            launcher = await launch()
+            await launcher.execute("x = 1")
+            say(ready=True)
+            await asyncio.to_thread(sys.stdin.readline)  # the engine restarts
             status = await asyncio.wait_for(launcher.wait(), 20)
-            assert status == -signal.SIGTERM, launcher.output[-800:]
-            with pytest.raises(KernelDied) as died:
+            try:
                 await launcher.execute("x")
-            message = str(died.value)
-            assert engine.url in message and "stopped while the kernel ran" in message
-            assert "live-restore" in message  # what keeps kernels through a restart
-        finally:
+                message = None
+            except KernelDied as exc:
+                message = str(exc)
             await launcher.cleanup()
-        assert not Path(launcher.connection_file).exists()
-
-    asyncio.run(main())
+            say(status=status, message=message,
+                file_left=os.path.exists(launcher.connection_file))
+        asyncio.run(main())
+    """)) as scenario:
+        assert said(scenario) == {"ready": True}
+        restart(engine)
+        go_on(scenario)
+        result = said(scenario)
+    assert result["status"] == -signal.SIGTERM, result
+    message = result["message"]
+    assert message is not None, "execute after the restart did not fail"
+    assert engine.url in message and "stopped while the kernel ran" in message
+    assert "live-restore" in message  # what keeps kernels through a restart
+    assert result["file_left"] is False
 
 
 def test_live_restore_keeps_the_kernel_and_its_launcher(engine: PrivateDockerd,
                                                         engine_env: Path) -> None:
     restart(engine, live_restore=True)
-
-    async def main() -> None:
-        launcher = await KernelFinder(Config(providers=CONFIG)).launch(KERNEL)
-        try:
-            assert (await launcher.execute("x = 41"))["content"]["status"] == "ok"
-            restart(engine, live_restore=True)
-            await asyncio.sleep(1.0)  # the watch notices the lost stream, asks again
-            assert launcher.poll() is None, launcher.output[-800:]
-            outputs: list[str] = []
-            reply = await asyncio.wait_for(launcher.execute(
-                "print(x + 1)", on_output=lambda m: outputs.append(
-                    m["content"].get("text", ""))), 30)
-            assert reply["content"]["status"] == "ok" and "42" in "".join(outputs)
-            assert launcher.poll() is None
-            assert await launcher.shutdown() == 0
-        finally:
-            await launcher.cleanup()
-
     try:
-        asyncio.run(main())
+        with running(engine.scenario("""
+            async def main():
+                launcher = await launch()
+                await launcher.execute("x = 41")
+                say(ready=True)
+                await asyncio.to_thread(sys.stdin.readline)  # the engine restarts
+                await asyncio.sleep(1.0)  # the watch notices the lost stream, asks again
+                alive = launcher.poll() is None
+                out = []
+                reply = await asyncio.wait_for(launcher.execute(
+                    "print(x + 1)",
+                    on_output=lambda m: out.append(m["content"].get("text", ""))), 30)
+                say(alive=alive, status=reply["content"]["status"], out="".join(out),
+                    still=launcher.poll() is None, shutdown=await launcher.shutdown())
+            asyncio.run(main())
+        """)) as scenario:
+            assert said(scenario) == {"ready": True}
+            restart(engine, live_restore=True)
+            go_on(scenario)
+            result = said(scenario)
     finally:
         restart(engine)  # the next tests expect the default engine
+    assert result == {"alive": True, "status": "ok", "out": "42\n", "still": True,
+                      "shutdown": 0}, result
 
 
 def test_cleanup_after_an_engine_that_was_away_when_the_launcher_died(
         engine: PrivateDockerd, engine_env: Path) -> None:
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
+    with running(engine.scenario("""
         async def main():
-            finder = KernelFinder(Config(providers={CONFIG!r}))
-            launcher = await finder.launch({KERNEL!r})
-            print(json.dumps([launcher.container.id, launcher.connection_file]), flush=True)
+            launcher = await launch()
+            say(container=launcher.container.id, file=launcher.connection_file)
             await asyncio.sleep(3600)
         asyncio.run(main())
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        container_id, connection_file = json.loads(proc.stdout.readline())
-        reaper = [p.pid for p in psutil.Process(proc.pid).children()]
+    """), status=-signal.SIGKILL) as scenario:
+        started = said(scenario)
+        reaper = [p.pid for p in psutil.Process(scenario.pid).children()]
         assert reaper, "the launching process has no reaper"
         engine.stop()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        scenario.send_signal(signal.SIGKILL)
+        scenario.wait(10)
         deadline = time.monotonic() + 20
         while any(map(process_alive, reaper)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(map(process_alive, reaper)), "the reaper did not end"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
     engine.start()
     # The reaper could not reach the engine: the container is still there (stopped by
     # the engine's shutdown), which only `cleanup` can now remove.
     left = engine.containers()
-    assert [line.split()[0] for line in left] == [container_id[:12]], left
+    assert [line.split()[0] for line in left] == [started["container"][:12]], left
     done = subprocess.run([sys.executable, "-m", "kernel_providers", "cleanup"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert container_id[:12] in done.stdout, done.stdout
-    assert not Path(connection_file).exists()
+    assert started["container"][:12] in done.stdout, done.stdout
+    assert not Path(started["file"]).exists()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal as _signal
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import replace
@@ -27,6 +29,26 @@ if TYPE_CHECKING:  # pyzmq loads on first connection: listing and exec paths ski
     from .protocol import KernelConnection, Message, OutputCallback
 
 __all__ = ["KernelLauncher", "LauncherOwner", "OutputBuffer"]
+
+# The signature that opens every ZeroMQ (ZMTP 3) connection.
+_ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
+
+
+async def _zmtp_answers(ip: str, port: int) -> bool:
+    """Whether a ZeroMQ peer listens at ip:port (it answers our greeting's signature)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+    except (OSError, asyncio.TimeoutError, TimeoutError):
+        return False
+    try:
+        writer.write(_ZMTP_SIGNATURE)
+        await writer.drain()
+        greeting = await asyncio.wait_for(reader.readexactly(10), 1)
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+    return greeting[:1] == b"\xff"
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +244,38 @@ class KernelLauncher(ABC):
             content = await self._ready_check(conn, timeout)
         self.kernel_info = content
         return content
+
+    async def wait_listening(self, timeout: float | None = None) -> None:
+        """Return once a ZeroMQ peer answers the greeting on the kernel's shell port: it
+        is bound, a client may connect (cheaper than :meth:`wait_ready`, which also waits
+        for the kernel to answer). Raises :class:`KernelDied` (with the kernel's output)
+        if it ends first, :class:`ReadyTimeout` after ``timeout`` seconds (default: the
+        launch options' ``ready_timeout``).
+
+        A published port (Docker) accepts a connection at once and drops it while
+        nothing listens behind it, so a mere connect proves nothing: the greeting does.
+        """
+        timeout = ready_seconds(self.launch_options) if timeout is None else timeout
+        info = self.connection_info
+        deadline = time.monotonic() + timeout
+        delay = 0.005  # short at first: a local kernel binds within ~100 ms
+        while True:
+            if self.poll() is not None:
+                status = await self.wait()
+                await self.output_complete()
+                raise KernelDied(f"kernel {self.kernel_type.id!r} ended while starting"
+                                 f" (exit status {status})", self.output, status)
+            if info.get("transport", "tcp") != "tcp":
+                if os.path.exists(f"{info['ip']}-{info['shell_port']}"):
+                    return
+            elif await _zmtp_answers(info["ip"], int(info["shell_port"])):
+                return
+            if time.monotonic() > deadline:
+                raise ReadyTimeout(f"kernel {self.kernel_type.id!r} did not listen on its"
+                                   f" ports within {timeout:g} s; if it is just slow to"
+                                   " start, raise ready_timeout", self.output)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def _ready_check(self, conn: KernelConnection, timeout: float | None) -> dict[str, Any]:
         from .protocol import ProtocolError

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from kernel_providers import KernelType
 
+from .errors import shown_to_clients
 from .kernelspec_files import (
     PROVISIONER,
     jupyter_name,
@@ -104,7 +106,8 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
             return bridged
         if folder is not None:  # a synced folder whose kernel is gone: as stock would
             return super().get_kernel_spec(kernel_name)
-        raise NoSuchKernel(kernel_name)
+        raise _no_such_kernel(kernel_name)
+
 
     def get_all_specs(self) -> dict[str, Any]:
         """Every kernelspec, as ``jupyter kernelspec list --json`` shows them."""
@@ -146,3 +149,28 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
                 errno.EACCES, f"kernelspec {name!r} ({stock[name]}) belongs to the installed"
                 f" package {owner!r}: uninstall the package instead")
         return super().remove_kernel_spec(name)
+
+
+def _no_such_kernel(kernel_name: str) -> NoSuchKernel:
+    """jupyter_client's NoSuchKernel, saying what kernel-providers knows of the name: the
+    discovery problems that mention it (a kernel.json it cannot read, an environment
+    without a Python, an unreachable host), failed providers, and where to look next."""
+    name = kernel_name.lower()
+    said: list[str] = []
+    for report in shared_finder().reports:
+        # Its kernels are named <provider>-<name>[-...] (spec's: <name>); a problem names
+        # a part: the environment, the host, the kernelspec folder.
+        ours = name.startswith(f"{report.id}-")
+        if ours and report.status == "error":
+            said.append(f"provider {report.id!r} failed: {report.message}")
+        rest = name.removeprefix(f"{report.id}-").split("-")
+        parts = {name, *("-".join(rest[:i]) for i in range(1, len(rest) + 1))}
+        pattern = re.compile("|".join(rf"(?<![\w.-]){re.escape(p)}(?![\w.-])"
+                                      for p in sorted(parts)))
+        said += [problem for problem in report.problems if pattern.search(problem)]
+    message = f"No such kernel named {kernel_name}"
+    if said:
+        message += " (" + "; ".join(said[:3]) + ")"
+    message += ("; `kernel-providers list` shows every provider's kernels, `kernel-providers"
+                " providers` how each discovery went")
+    return shown_to_clients(NoSuchKernel(kernel_name), message)

@@ -4,20 +4,23 @@ kernels."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
 import signal
 import threading
-from typing import Any, cast
+from collections.abc import Coroutine
+from typing import Any, TypeVar, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Unicode
 
-from kernel_providers import ConnectionInfo, KernelLauncher, LaunchOptions
+from kernel_providers import ConnectionInfo, KernelLauncher, KernelProviderError, LaunchOptions
 from kernel_providers.blocking import run_in_background, run_sync
 
+from .errors import shown_to_clients
 from .shared import shared_finder
 
 __all__ = ["KernelProvidersProvisioner"]
@@ -66,6 +69,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+T = TypeVar("T")
+
+
+async def _shown(call: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await run_in_background(call)
+    except KernelProviderError as error:
+        raise shown_to_clients(error) from error
+
+
+async def _start(kernel_id: str, options: LaunchOptions) -> KernelLauncher:
+    """Launch ``kernel_id`` and return once it listens on its ports (cleaned up if not)."""
+    finder = shared_finder().finder
+    launcher = await finder.launch(kernel_id, options, wait_ready=False)
+    try:
+        await launcher.wait_listening(options.ready_timeout or finder.config.ready_timeout)
+    except BaseException:
+        await asyncio.shield(launcher.cleanup())
+        raise
+    return launcher
+
+
 class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]
     """Maps jupyter_client's provisioner calls onto the launcher contract. Its kernelspecs
     (made by KernelProvidersKernelSpecManager or ``kernel-providers jupyter sync``) name
@@ -98,7 +123,7 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
     async def send_signal(self, signum: int) -> None:
         """Deliver a signal wherever the kernel runs (interrupts in signal mode)."""
         if self.launcher is not None:
-            await run_in_background(self.launcher.signal(signum))
+            await _shown(self.launcher.signal(signum))
 
     async def kill(self, restart: bool = False) -> None:
         """Kill the kernel at once."""
@@ -138,7 +163,9 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         Only the variables Jupyter added to the environment are passed on (a container or
         a remote host gets no copy of this machine's environment). Jupyter's own ready
         check follows (one check per start, not two): a provider's launch returns once
-        the kernel listens on the ports it reports.
+        the kernel listens on the ports it reports (a local kernel too: one that dies
+        while starting fails the start with its own output, not Jupyter's "Kernel died
+        before replying to kernel_info").
         """
         env = kwargs.get("env") or {}
         extra = {k: v for k, v in env.items()
@@ -146,9 +173,7 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         options = LaunchOptions(env=extra, cwd=kwargs.get("cwd"),
                                 extra_argv=list(kwargs.get("extra_arguments") or []),
                                 connection_info=self._requested_connection())
-        finder = shared_finder().finder
-        self.launcher = await run_in_background(
-            finder.launch(self.kernel_providers_id, options, wait_ready=False))
+        self.launcher = await _shown(_start(self.kernel_providers_id, options))
         _track(self.launcher)
         info: dict[str, Any] = dict(self.launcher.connection_info)
         info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it

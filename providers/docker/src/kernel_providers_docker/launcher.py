@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_providers.sdk import (
     PORT_NAMES,
-    KernelDied,
     KernelProviderError,
     KernelType,
     LaunchFailed,
     LaunchOptions,
-    ReadyTimeout,
     Undo,
     WatchedLauncher,
     client_connection,
@@ -442,48 +440,13 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
         undo.cancel()
         raise
     try:
-        await _listening(launcher, int(info["shell_port"]), ready_seconds(options))
+        # Docker accepts a connection on a published port at once and drops it while
+        # nothing listens in the container. A client that connects in that window loses
+        # its iopub subscription until it next reads iopub (`jupyter console` sends code
+        # first and waits forever for its output): return only once the kernel listens,
+        # as a local kernel's launch returns once its ports are bound.
+        await launcher.wait_listening(ready_seconds(options))
     except BaseException:
         await asyncio.shield(launcher.cleanup())
         raise
     return launcher
-
-
-# The signature that opens every ZeroMQ (ZMTP 3) connection.
-_ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
-
-
-async def _listening(launcher: DockerLauncher, port: int, timeout: float) -> None:
-    """Return once the kernel listens behind its published ``port``.
-
-    Docker accepts a connection on a published port at once and drops it while nothing
-    listens in the container. A client that connects in that window loses its iopub
-    subscription until it next reads iopub (``jupyter console`` sends code first and
-    waits forever for its output), so the launch returns only when a ZeroMQ peer
-    answers the greeting there, as a local kernel's launch returns once its ports are
-    bound.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if launcher.poll() is not None:
-            status = await launcher.wait()
-            await launcher.output_complete()
-            raise KernelDied(f"kernel {launcher.kernel_type.id!r} ended while starting"
-                             f" (exit status {status})", launcher.output, status)
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
-                                 TimeoutError):
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), 1)
-            try:
-                writer.write(_ZMTP_SIGNATURE)
-                await writer.drain()
-                greeting = await asyncio.wait_for(reader.readexactly(10), 1)
-            finally:
-                writer.close()
-            if greeting[:1] == b"\xff":
-                return
-        if time.monotonic() > deadline:
-            raise ReadyTimeout(f"kernel {launcher.kernel_type.id!r} did not listen on its"
-                               f" ports within {timeout:g} s; if it is just slow to start,"
-                               " raise ready_timeout", launcher.output)
-        await asyncio.sleep(0.05)
