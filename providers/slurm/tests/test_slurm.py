@@ -1,0 +1,256 @@
+"""The Slurm provider on a real cluster (scripts/slurm-cluster): the conformance suite,
+queue waits, Slurm's refusals, orphans. Kernels run as jobs of node kpnode1 (this
+machine), started by the nanny with this test run's Python."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel_providers import Config, ConfigError, KernelFinder, LaunchFailed
+from kernel_providers.testing import ConformanceSuite, run_code
+
+
+def our_jobs() -> set[str]:
+    """Ids of the jobs in the queue whose comment says they are ours."""
+    done = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return {line.split("|")[0] for line in done.stdout.splitlines()
+            if line.split("|", 1)[1].startswith("kernel-providers ")}
+
+
+EXITS = [sys.executable, "-c", "print('slurm-exits-marker'); raise SystemExit(3)"]
+
+
+def slurm_config(job_dir: Path, **extra: Any) -> dict[str, Any]:
+    """[providers.slurm] for the test cluster: this run's Python on the node."""
+    profiles = {"py": {"cpus": 1}, "exits": {"kernel": EXITS},
+                "tiny": {"partition": "tiny", "cpus": 1}}
+    profiles.update(extra.pop("profiles", {}))
+    return {"job_dir": str(job_dir), "python": sys.executable, "poll_interval": 0.2,
+            "profiles": profiles, **extra}
+
+
+def finder_for(job_dir: Path, **extra: Any) -> KernelFinder:
+    return KernelFinder(Config(providers={"slurm": slurm_config(job_dir, **extra)}))
+
+
+@pytest.fixture
+def job_dir(slurm_cluster: Path, kp_isolated: Path, tmp_path: Path) -> Iterator[Path]:
+    """The jobs' folder for one test; checks that no job and no job folder is left."""
+    before = our_jobs()
+    folder = tmp_path / "jobs"
+    yield folder
+    deadline = time.monotonic() + 15  # a cancelled job may be completing for a moment
+    while (left := our_jobs() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for job_id in left:
+        subprocess.run(["scancel", job_id], check=False)
+    assert not left, f"jobs left in the queue: {left}"
+    assert not folder.exists() or list(folder.iterdir()) == [], list(folder.iterdir())
+
+
+class TestSlurmConformance(ConformanceSuite):
+    kernel_id = "slurm/py"
+    failing_kernel_id = "slurm/exits"
+    failing_kernel_output = "slurm-exits-marker"
+    concurrent_launches = 2  # the node has 2 CPUs: more would wait in the queue
+
+    @pytest.fixture
+    def finder(self, job_dir: Path) -> KernelFinder:
+        return finder_for(job_dir)
+
+    def leftovers(self, runtime_dir: Path) -> set[str]:
+        return super().leftovers(runtime_dir) | our_jobs()
+
+
+def test_code_runs_in_the_job(job_dir: Path) -> None:
+    async def scenario() -> None:
+        launcher = await finder_for(job_dir).launch("slurm/py")
+        try:
+            out, _, _ = await run_code(launcher, "import os; print(os.environ['SLURM_JOB_ID'])")
+            assert out.strip() == launcher.job.job_id  # type: ignore[attr-defined]
+            assert launcher.attach_state() == {  # the bridge re-attaches by these
+                "job_id": launcher.job.job_id,  # type: ignore[attr-defined]
+                "job_dir": str(launcher.job.folder)}  # type: ignore[attr-defined]
+        finally:
+            await launcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_slurm_refusal_is_the_error(job_dir: Path) -> None:
+    """A partition Slurm does not have: sbatch's own message, the fix, nothing left."""
+    finder = finder_for(job_dir, profiles={"nopart": {"partition": "no-such-part"}})
+    with pytest.raises(LaunchFailed) as failed:
+        asyncio.run(finder.launch("slurm/nopart"))
+    message = str(failed.value)
+    assert "slurm/nopart" in message and "invalid partition" in message.lower(), message
+    assert "sinfo" in message
+
+
+def test_unknown_profile_key_is_a_config_error(job_dir: Path) -> None:
+    """The listing reports it (other profiles are not guessed at), a launch raises it."""
+    finder = finder_for(job_dir, profiles={"typo": {"partitoin": "debug"}})
+    assert asyncio.run(finder.find_kernels(provider="slurm")) == []
+    (report,) = [r for r in finder.reports if r.id == "slurm"]
+    assert report.status == "error"
+    assert "[providers.slurm.profiles.typo]: unknown key 'partitoin'" in report.message
+    with pytest.raises((ConfigError, LookupError), match="partitoin"):
+        asyncio.run(finder.launch("slurm/py"))
+
+
+@pytest.fixture
+def full_tiny_partition(slurm_cluster: Path) -> Iterator[str]:
+    """A job holding the one CPU of partition "tiny" (its jobs wait: Resources)."""
+    done = subprocess.run(["sbatch", "--parsable", "-p", "tiny", "-c", "1", "--wrap",
+                           "sleep 600", "-o", "/dev/null"], capture_output=True, text=True,
+                          check=True)
+    blocker = done.stdout.strip()
+    try:
+        for _ in range(100):
+            state = subprocess.run(["squeue", "-h", "-j", blocker, "-o", "%T"],
+                                   capture_output=True, text=True).stdout.strip()
+            if state == "RUNNING":
+                break
+            time.sleep(0.1)
+        yield blocker
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+
+
+def test_queue_wait_shows_progress_and_gives_up(job_dir: Path, full_tiny_partition: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    finder = finder_for(job_dir, queue_wait=2)
+    caplog.set_level(logging.INFO, logger="kernel_providers_slurm")
+    started = time.monotonic()
+    with pytest.raises(LaunchFailed, match="still waits in the queue after 2 s") as failed:
+        asyncio.run(finder.launch("slurm/tiny"))
+    assert time.monotonic() - started < 30
+    assert "queue_wait" in str(failed.value)
+    pending = [r for r in caplog.records if getattr(r, "slurm_state", "") == "PENDING"]
+    assert pending, [r.getMessage() for r in caplog.records]
+    assert "PENDING" in pending[0].getMessage()
+
+
+def test_cancelling_a_queued_launch_cancels_the_job(job_dir: Path, full_tiny_partition: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C (a cancelled task) while the job waits: scancel, nothing left."""
+    finder = finder_for(job_dir)
+    caplog.set_level(logging.INFO, logger="kernel_providers_slurm")
+
+    async def scenario() -> None:
+        launch = asyncio.ensure_future(finder.launch("slurm/tiny"))
+        for _ in range(100):
+            if any(getattr(r, "slurm_state", "") == "PENDING" for r in caplog.records):
+                break
+            await asyncio.sleep(0.1)
+        assert our_jobs(), "the job was not submitted"
+        launch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await launch
+
+    asyncio.run(scenario())
+    # (the job_dir fixture checks the queue and the folder)
+
+
+@pytest.mark.parametrize("reaper", [True, False])
+def test_a_dead_launchers_job_ends(job_dir: Path, reaper: bool) -> None:
+    """The launching process SIGKILLed: its reaper cancels the job at once; without a
+    reaper, the nanny ends the kernel when the lease runs out, which ends the job."""
+    config = json.dumps(slurm_config(job_dir, lease_seconds=3))
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
+            launcher = await finder.launch("slurm/py")
+            print(launcher.job.job_id, flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    env = None if reaper else {**__import__("os").environ, "KERNEL_PROVIDERS_NO_REAPER": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout is not None
+        job_id = proc.stdout.readline().strip()
+        assert job_id in our_jobs()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed = time.monotonic()
+        while job_id in our_jobs() and time.monotonic() - killed < 20:
+            time.sleep(0.2)
+        gone_after = time.monotonic() - killed
+        assert job_id not in our_jobs(), "the job outlived its launcher"
+        assert gone_after < (5 if reaper else 3 + 10), gone_after
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if not reaper:  # the folder stays for `cleanup` (nobody else removes it)
+        import shutil
+
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def test_cleanup_cancels_only_our_orphans(job_dir: Path, tmp_path: Path) -> None:
+    """A job whose comment looks like ours (with a dead launcher) but whose owner tag
+    does not verify is never touched; an orphan of ours is cancelled."""
+    from kernel_providers_slurm import SlurmProvider
+
+    forged = subprocess.run(
+        ["sbatch", "--parsable", "-o", "/dev/null", "--job-name=kp-py",
+         "--comment=kernel-providers launcher=h:1:2 kernel=slurm/py owner=forged",
+         "--wrap", "sleep 600"], capture_output=True, text=True, check=True).stdout.strip()
+    config = json.dumps(slurm_config(job_dir))
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
+            launcher = await finder.launch("slurm/py")
+            print(launcher.job.job_id, flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    env = {**__import__("os").environ, "KERNEL_PROVIDERS_NO_REAPER": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout is not None
+        orphan = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        provider = SlurmProvider()
+        provider.config.job_dir = str(job_dir)
+        removed = asyncio.run(provider.cleanup_orphans())
+        assert removed == [f"Slurm job {orphan} (slurm/py)"]
+        for _ in range(150):  # (completing for a moment)
+            queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                                    text=True).stdout.split()
+            if orphan not in queued:
+                break
+            time.sleep(0.1)
+        assert forged in queued and orphan not in queued
+        assert not any(job_dir.iterdir()), "the orphan's folder was left"
+    finally:
+        subprocess.run(["scancel", forged], check=False)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
