@@ -277,6 +277,17 @@ class KernelLauncher(ABC):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    async def listening_or_cleaned_up(self, timeout: float | None = None) -> KernelLauncher:
+        """:meth:`wait_listening`, cleaning up the launch if that fails (or is
+        cancelled) before the error propagates; returns this launcher. What a launch
+        that returns once the kernel listens ends with."""
+        try:
+            await self.wait_listening(timeout)
+        except BaseException:
+            await asyncio.shield(self.cleanup())
+            raise
+        return self
+
     async def _ready_check(self, conn: KernelConnection, timeout: float | None) -> dict[str, Any]:
         from .protocol import ProtocolError
 

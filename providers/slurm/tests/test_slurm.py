@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +42,36 @@ def slurm_config(job_dir: Path, **extra: Any) -> dict[str, Any]:
     profiles.update(extra.pop("profiles", {}))
     return {"job_dir": str(job_dir), "python": sys.executable, "poll_interval": 0.2,
             "profiles": profiles, **extra}
+
+
+def launching_process(job_dir: Path, reaper: bool = True,
+                      **extra: Any) -> tuple[subprocess.Popen[str], str]:
+    """A process that launches slurm/py and sleeps (KERNEL_PROVIDERS_NO_REAPER unless
+    ``reaper``); it and its kernel's job id."""
+    config = json.dumps(slurm_config(job_dir, **extra))
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
+            launcher = await finder.launch("slurm/py")
+            print(launcher.job.job_id, flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    env = {**os.environ, **({} if reaper else {"KERNEL_PROVIDERS_NO_REAPER": "1"})}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def ended(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def finder_for(job_dir: Path, **extra: Any) -> KernelFinder:
@@ -169,23 +201,8 @@ def test_cancelling_a_queued_launch_cancels_the_job(job_dir: Path, full_tiny_par
 def test_a_dead_launchers_job_ends(job_dir: Path, reaper: bool) -> None:
     """The launching process SIGKILLed: its reaper cancels the job at once; without a
     reaper, the nanny ends the kernel when the lease runs out, which ends the job."""
-    config = json.dumps(slurm_config(job_dir, lease_seconds=3))
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
-        async def main():
-            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
-            launcher = await finder.launch("slurm/py")
-            print(launcher.job.job_id, flush=True)
-            await asyncio.sleep(3600)
-        asyncio.run(main())
-    """)
-    env = None if reaper else {**__import__("os").environ, "KERNEL_PROVIDERS_NO_REAPER": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env=env)
+    proc, job_id = launching_process(job_dir, reaper, lease_seconds=3)
     try:
-        assert proc.stdout is not None
-        job_id = proc.stdout.readline().strip()
         assert job_id in our_jobs()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -196,14 +213,8 @@ def test_a_dead_launchers_job_ends(job_dir: Path, reaper: bool) -> None:
         assert job_id not in our_jobs(), "the job outlived its launcher"
         assert gone_after < (5 if reaper else 3 + 10), gone_after
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        ended(proc)
     if not reaper:  # the folder stays for `cleanup` (nobody else removes it)
-        import shutil
-
         shutil.rmtree(job_dir, ignore_errors=True)
 
 
@@ -216,23 +227,8 @@ def test_cleanup_cancels_only_our_orphans(job_dir: Path, tmp_path: Path) -> None
         ["sbatch", "--parsable", "-o", "/dev/null", "--job-name=kp-py",
          "--comment=kernel-providers launcher=h:1:2 kernel=slurm/py owner=forged",
          "--wrap", "sleep 600"], capture_output=True, text=True, check=True).stdout.strip()
-    config = json.dumps(slurm_config(job_dir))
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
-        async def main():
-            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
-            launcher = await finder.launch("slurm/py")
-            print(launcher.job.job_id, flush=True)
-            await asyncio.sleep(3600)
-        asyncio.run(main())
-    """)
-    env = {**__import__("os").environ, "KERNEL_PROVIDERS_NO_REAPER": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env=env)
+    proc, orphan = launching_process(job_dir, reaper=False)
     try:
-        assert proc.stdout is not None
-        orphan = proc.stdout.readline().strip()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         provider = SlurmProvider()
@@ -249,8 +245,4 @@ def test_cleanup_cancels_only_our_orphans(job_dir: Path, tmp_path: Path) -> None
         assert not any(job_dir.iterdir()), "the orphan's folder was left"
     finally:
         subprocess.run(["scancel", forged], check=False)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        ended(proc)

@@ -4,7 +4,6 @@ kernels."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import os
@@ -83,12 +82,8 @@ async def _start(kernel_id: str, options: LaunchOptions) -> KernelLauncher:
     """Launch ``kernel_id`` and return once it listens on its ports (cleaned up if not)."""
     finder = shared_finder().finder
     launcher = await finder.launch(kernel_id, options, wait_ready=False)
-    try:
-        await launcher.wait_listening(options.ready_timeout or finder.config.ready_timeout)
-    except BaseException:
-        await asyncio.shield(launcher.cleanup())
-        raise
-    return launcher
+    return await launcher.listening_or_cleaned_up(
+        options.ready_timeout or finder.config.ready_timeout)
 
 
 class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]

@@ -235,7 +235,8 @@ def _gone(exc: Exception) -> bool:
 
 
 def removal_if_orphaned(container_id: str) -> Undo:
-    """Have this process's reaper remove the container should the process end first."""
+    """Have this process's reaper remove the container (by id or name) should the
+    process end first."""
     return undo_if_orphaned({"call": "kernel_providers_docker.engine:remove_container",
                              "kwargs": {"container_id": container_id}})
 
@@ -346,20 +347,26 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
     # A structured bind (not a "host:container" string): any path works, ':' included.
     cwd_mount = [Mount(target.mount_cwd, host_cwd, type="bind")] if host_cwd else None
     name, stamp = f"kernel-providers-{secrets.token_hex(6)}", process_stamp()
-    container = client.containers.create(
-        target.image, command=argv, detach=True, init=True, name=name,
-        environment={**target.env, **options.env},
-        labels={MANAGED: "1", KERNEL_ID: kernel_type.id, LAUNCHER: stamp,
-                OWNER: owner_tag(name, stamp, kernel_type.id)},
-        ports={f"{CONTAINER_PORTS[p]}/tcp": ("127.0.0.1", host_ports.get(p))
-               for p in PORT_NAMES},
-        volumes=_mounts(target.mounts) or None, mounts=cwd_mount,
-        working_dir=target.mount_cwd if host_cwd else None,
-        mem_limit=target.mem_limit,
-        nano_cpus=int(target.cpus * 1e9) if target.cpus else None,
-        network=target.network or _isolated_network(client), user=target.user,
-    )
-    undo = removal_if_orphaned(container.id)  # from now on, a crash cannot leave it
+    # Registered before the container exists (by its name): a process killed right
+    # after the create still has its reaper remove it.
+    undo = removal_if_orphaned(name)
+    try:
+        container = client.containers.create(
+            target.image, command=argv, detach=True, init=True, name=name,
+            environment={**target.env, **options.env},
+            labels={MANAGED: "1", KERNEL_ID: kernel_type.id, LAUNCHER: stamp,
+                    OWNER: owner_tag(name, stamp, kernel_type.id)},
+            ports={f"{CONTAINER_PORTS[p]}/tcp": ("127.0.0.1", host_ports.get(p))
+                   for p in PORT_NAMES},
+            volumes=_mounts(target.mounts) or None, mounts=cwd_mount,
+            working_dir=target.mount_cwd if host_cwd else None,
+            mem_limit=target.mem_limit,
+            nano_cpus=int(target.cpus * 1e9) if target.cpus else None,
+            network=target.network or _isolated_network(client), user=target.user,
+        )
+    except BaseException:
+        undo.cancel()
+        raise
     try:
         container.put_archive(CONNECTION_DIR, _connection_tar(inner, target.user))
         container.start()
@@ -370,6 +377,22 @@ def _create_and_start(client: DockerClient, kernel_type: KernelType, target: Lau
             undo.cancel()
         raise
     return container, undo
+
+
+async def _made(make: Any, *args: Any) -> tuple[Container, Undo]:
+    """``make(*args)`` (create and start a container) in a thread. Cancelled meanwhile
+    (Ctrl-C, SIGTERM), it waits for the thread and removes what it made before the
+    cancellation goes on: the thread cannot be stopped, and the reaper would only act
+    once this process is gone."""
+    made = asyncio.ensure_future(asyncio.to_thread(make, *args))
+    try:
+        return await asyncio.shield(made)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            container, undo = await made
+            await asyncio.to_thread(container.remove, force=True)
+            undo.cancel()
+        raise
 
 
 async def start_container(client: DockerClient, kernel_type: KernelType,
@@ -392,7 +415,7 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     wanted: dict[str, int | None] = {p: reuse.get(p) for p in PORT_NAMES}  # type: ignore[misc]
     try:
         try:
-            container, undo = await asyncio.to_thread(
+            container, undo = await _made(
                 _create_and_start, client, kernel_type, target, options, inner, wanted,
                 host_cwd)
         except APIError as exc:
@@ -406,7 +429,7 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
                     f" in use ({exc.explanation or exc}); start the kernel again (the client"
                     " picks new ports) or end what holds the port") from None
             # A restart asked for its old host ports and one was taken: take new ones.
-            container, undo = await asyncio.to_thread(
+            container, undo = await _made(
                 _create_and_start, client, kernel_type, target, options, inner, {}, host_cwd)
     except ImageNotFound:
         raise LaunchFailed(f"image {target.image!r} is not present on the Docker engine;"
@@ -439,14 +462,10 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
         await asyncio.to_thread(container.remove, force=True)
         undo.cancel()
         raise
-    try:
-        # Docker accepts a connection on a published port at once and drops it while
-        # nothing listens in the container. A client that connects in that window loses
-        # its iopub subscription until it next reads iopub (`jupyter console` sends code
-        # first and waits forever for its output): return only once the kernel listens,
-        # as a local kernel's launch returns once its ports are bound.
-        await launcher.wait_listening(ready_seconds(options))
-    except BaseException:
-        await asyncio.shield(launcher.cleanup())
-        raise
+    # Docker accepts a connection on a published port at once and drops it while
+    # nothing listens in the container. A client that connects in that window loses its
+    # iopub subscription until it next reads iopub (`jupyter console` sends code first
+    # and waits forever for its output): return only once the kernel listens, as a
+    # local kernel's launch returns once its ports are bound.
+    await launcher.listening_or_cleaned_up(ready_seconds(options))
     return launcher

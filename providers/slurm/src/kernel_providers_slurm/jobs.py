@@ -91,11 +91,15 @@ async def job_state(job_id: str) -> JobState | None:
                     fields.get("ExitCode", ""))
 
 
-def cancel_job(job_id: str, job_dir: str | None = None) -> None:
-    """Cancel the job (if Slurm still has it) and remove its folder: the reaper's undo
-    when the process that launched it ended without cleaning up, and ``cleanup``'s."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=COMMAND_SECONDS,
-                       check=False)
+def cancel_job(job_id: str | None = None, job_dir: str | None = None,
+               name: str | None = None) -> None:
+    """Cancel the job, by id or by its (unique) name, if Slurm still has it, and
+    remove its folder: the reaper's undo when the process that launched it ended
+    without cleaning up, and ``cleanup``'s."""
+    target = [job_id] if job_id else [f"--name={name}"] if name else []
+    if target:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["scancel", *target], capture_output=True,
+                           timeout=COMMAND_SECONDS, check=False)
     if job_dir:
         shutil.rmtree(job_dir, ignore_errors=True)

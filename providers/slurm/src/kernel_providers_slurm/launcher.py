@@ -233,14 +233,16 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
         _write_private(folder / "nanny.py", NANNY.read_text())
         _write_private(folder / "lease", "")
         stamp = process_stamp()
-        name = f"kp-{kernel_type.name}"
+        # Unique (the folder's token): the reaper can cancel it by name, registered
+        # before the job exists, so a process killed right after sbatch leaves nothing.
+        name = f"kp-{kernel_type.name}-{folder.name.removeprefix('job-')}"
+        undo = undo_if_orphaned({"call": "kernel_providers_slurm.jobs:cancel_job",
+                                 "kwargs": {"name": name, "job_dir": str(folder)}})
         tag = owner_tag(name, stamp, kernel_type.id)
         comment = f"{COMMENT_PREFIX} launcher={stamp} kernel={kernel_type.id} owner={tag}"
         job_id = await submit(sbatch_options(profile, name, comment, folder),
                               batch_script(profile, config.python, folder), kernel_type.id)
         job = Job(job_id, folder)
-        undo = undo_if_orphaned({"call": "kernel_providers_slurm.jobs:cancel_job",
-                                 "kwargs": {"job_id": job_id, "job_dir": str(folder)}})
         started = await _until_started(kernel_type, job, config)
         host = str(started.get("host", ""))
         if not _is_this_machine(host):
@@ -267,11 +269,7 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
         if undo is not None:
             undo.cancel()
         raise
-    try:
-        await launcher.wait_listening(ready_seconds(options))
-    except BaseException:
-        await asyncio.shield(launcher.cleanup())
-        raise
+    await launcher.listening_or_cleaned_up(ready_seconds(options))
     return launcher
 
 
