@@ -31,7 +31,7 @@ import pytest
 #: stock class and must keep it as its base)
 _PREFIXES = ("jupyter_client", "nbclient", "nbconvert", "pytest_jupyter", "tests")
 #: the upstream suites know local kernelspecs only
-DISABLE = "conda,venv,docker,ssh,example"
+DISABLE = "conda,venv,docker,ssh,slurm,example"
 
 _counts = {"kernel_spec_managers": 0, "provisioner_launches": 0}
 

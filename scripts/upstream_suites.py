@@ -58,7 +58,7 @@ OURS = ("core", "providers/kernelspec", "bridges/jupyter")
 #: test extras that only measure or lint (coverage, type checks, hooks): not installed
 SKIP_EXTRAS = {"coverage", "pytest-cov", "mypy", "pre-commit", "paramiko"}
 #: the upstream suites know local kernelspecs only; same in both modes
-DISABLE = "conda,venv,docker,ssh,example"
+DISABLE = "conda,venv,docker,ssh,slurm,example"
 RERUNS = 2  # bridged-only failures run again alone, up to this many times
 #: outcome in the record -> Result counter
 COUNTERS = {"passed": "passed", "failed": "failed", "error": "errors", "skipped": "skipped"}

@@ -25,5 +25,5 @@ def test_loading_plugins_imports_no_sdk() -> None:
                          check=True).stdout
     result = json.loads(out)
     assert result["errors"] == []
-    assert {"spec", "conda", "venv", "docker", "ssh"} <= set(result["providers"])
+    assert {"spec", "conda", "venv", "docker", "ssh", "slurm"} <= set(result["providers"])
     assert result["heavy"] == []

@@ -107,7 +107,7 @@ TEST_SPECS: dict[str, Any] = {
 #: Every provider of this repository (entry-point names and provider ids), left out so a
 #: test sees only the test plugin's kernels even where they are all installed (the
 #: machine's kernelspecs, environments, Docker engine and SSH hosts never leak in).
-REAL_PROVIDERS = "spec,environments,conda,venv,docker,ssh,example"
+REAL_PROVIDERS = "spec,environments,conda,venv,docker,ssh,slurm,example"
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ def test_cleanup_removes_the_connection_files_dead_launchers_left(kp_isolated: P
     held = claim("docker:held-by-this-process")
     out = subprocess.run(command_argv("cleanup"), capture_output=True, text=True, timeout=120,
                          env={**os.environ, "KERNEL_PROVIDERS_DISABLE":
-                              "spec,environments,conda,venv,docker,ssh,example"})
+                              "spec,environments,conda,venv,docker,ssh,slurm,example"})
     assert out.returncode == 0, out.stderr
     assert f"core: removed connection file {left}" in out.stdout
     assert not left.exists() and not dead.exists()

@@ -45,7 +45,7 @@ from kernel_providers.testing import (
 IPYKERNEL = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 GOOD = "spec/kp-ok"
 #: every plugin (entry-point name) and provider id of this repository but spec
-OTHERS = ("example", "environments", "venv", "conda", "docker", "ssh")
+OTHERS = ("example", "environments", "venv", "conda", "docker", "ssh", "slurm")
 #: variables of the machine that would let its own environments, engines or hosts in
 MACHINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "CONDA_EXE",
                      "MAMBA_EXE", "MAMBA_ROOT_PREFIX", "CONDA_ENVS_PATH", "CONDARC",

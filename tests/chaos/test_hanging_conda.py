@@ -35,7 +35,7 @@ def test_a_hanging_conda_is_ended_with_the_listing(tmp_path: Path) -> None:
     config = tmp_path / "kernel_providers.toml"
     config.write_text("discovery_timeout = 2\n")
     env = {**os.environ, "CONDA_EXE": str(conda), "KERNEL_PROVIDERS_CONFIG": str(config),
-           "KERNEL_PROVIDERS_DISABLE": "spec,venv,docker,ssh,example",
+           "KERNEL_PROVIDERS_DISABLE": "spec,venv,docker,ssh,slurm,example",
            "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     started = time.monotonic()

@@ -29,7 +29,7 @@ from kernel_providers import Config, KernelFinder
 from kernel_providers.testing import unavailable, write_kernelspec
 
 #: providers not under test (entry-point names): no Docker or SSH here
-OTHERS = "docker,ssh,example"
+OTHERS = "docker,ssh,slurm,example"
 SCRIPT = Path(sys.executable).with_name("kernel-providers")
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 

@@ -268,6 +268,25 @@ def test_jupyter_server_lifecycle_of_a_docker_kernel(docker_kernel: str, jupyter
 
 
 @pytest.mark.timeout(300)
+def test_jupyter_server_lifecycle_of_a_slurm_kernel(jupyter_env: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel as a Slurm batch job, as JupyterLab drives it: start, run, interrupt,
+    restart, delete; nothing left in the queue."""
+    from kernel_providers_slurm.testing import slurm_cluster
+
+    with slurm_cluster():
+        table = {"job_dir": str(tmp_path / "jobs"), "python": sys.executable,
+                 "poll_interval": 0.2}
+        _allow(monkeypatch, "[providers.slurm]\n"
+               + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+               + "[providers.slurm.profiles.lab]\ncpus = 1\n")
+        _lifecycle(jupyter_env, tmp_path, "slurm-lab")
+        queue = subprocess.run(["squeue", "-h", "-o", "%Z"], capture_output=True,
+                               text=True, check=True).stdout
+        assert str(tmp_path / "jobs") not in queue, queue  # no job of this test is left
+
+
+@pytest.mark.timeout(300)
 def test_a_restarted_server_reattaches_to_a_docker_kernel(docker_kernel: str,
                                                          our_containers: Any) -> None:
     from jupyter_client.provisioning import KernelProvisionerFactory

@@ -157,7 +157,7 @@ def _venv_kernel(tmp_path: Path, monkeypatch: Any) -> Path:
     prefix = make_venv(tmp_path / "venvs" / "planned", ipykernel_wheel(tmp_path))
     Path(os.environ["KERNEL_PROVIDERS_CONFIG"]).write_text(
         f"[providers.venv]\ndirs = [{json.dumps(str(prefix.parent))}]\ninclude_cwd = false\n")
-    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,docker,ssh,example,spec")
+    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,docker,ssh,slurm,example,spec")
     monkeypatch.setenv("KERNEL_PROVIDERS_TRACE", "1")
     return prefix
 

@@ -53,7 +53,7 @@ def python_spec_fixture() -> Callable[..., dict[str, Any]]:
 
 #: The other providers of this repository (entry-point names and provider ids), left out
 #: so the command shows the kernelspec provider alone even where all are installed.
-OTHER_PROVIDERS = "environments,conda,venv,docker,ssh,example"
+OTHER_PROVIDERS = "environments,conda,venv,docker,ssh,slurm,example"
 
 #: The kernelspecs of the command's tests: name -> kernel.json content (a str as is).
 CLI_SPECS: dict[str, Any] = {

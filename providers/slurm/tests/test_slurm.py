@@ -24,12 +24,24 @@ from kernel_providers import Config, ConfigError, KernelFinder, LaunchFailed
 from kernel_providers.testing import ConformanceSuite, run_code
 
 
-def our_jobs() -> set[str]:
-    """Ids of the jobs in the queue whose comment says they are ours."""
-    done = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True,
-                          timeout=30, check=True)
-    return {line.split("|")[0] for line in done.stdout.splitlines()
-            if line.split("|", 1)[1].startswith("kernel-providers ")}
+def our_jobs(root: Path) -> set[str]:
+    """Ids of the jobs in the queue that this test run's launches made: their comment
+    says they are ours and they work in a folder under ``root`` (another test run
+    sharing the cluster has its own)."""
+    done = subprocess.run(["squeue", "-h", "-o", "%i|%Z|%k"], capture_output=True,
+                          text=True, timeout=30, check=True)
+    jobs = set()
+    for line in done.stdout.splitlines():
+        job_id, folder, comment = line.split("|", 2)
+        if comment.startswith("kernel-providers ") and folder.startswith(f"{root}/"):
+            jobs.add(job_id)
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def runs_jobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder under which this test run's job folders lie."""
+    return tmp_path_factory.getbasetemp()
 
 
 EXITS = [sys.executable, "-c", "print('slurm-exits-marker'); raise SystemExit(3)"]
@@ -79,13 +91,14 @@ def finder_for(job_dir: Path, **extra: Any) -> KernelFinder:
 
 
 @pytest.fixture
-def job_dir(slurm_cluster: Path, kp_isolated: Path, tmp_path: Path) -> Iterator[Path]:
+def job_dir(slurm_cluster: Path, kp_isolated: Path, tmp_path: Path,
+            runs_jobs: Path) -> Iterator[Path]:
     """The jobs' folder for one test; checks that no job and no job folder is left."""
-    before = our_jobs()
+    before = our_jobs(runs_jobs)
     folder = tmp_path / "jobs"
     yield folder
     deadline = time.monotonic() + 15  # a cancelled job may be completing for a moment
-    while (left := our_jobs() - before) and time.monotonic() < deadline:
+    while (left := our_jobs(runs_jobs) - before) and time.monotonic() < deadline:
         time.sleep(0.2)
     for job_id in left:
         subprocess.run(["scancel", job_id], check=False)
@@ -99,12 +112,15 @@ class TestSlurmConformance(ConformanceSuite):
     failing_kernel_output = "slurm-exits-marker"
     concurrent_launches = 2  # the node has 2 CPUs: more would wait in the queue
 
+    jobs_root = Path("/nonexistent")
+
     @pytest.fixture
-    def finder(self, job_dir: Path) -> KernelFinder:
+    def finder(self, job_dir: Path, runs_jobs: Path) -> KernelFinder:
+        self.jobs_root = runs_jobs
         return finder_for(job_dir)
 
     def leftovers(self, runtime_dir: Path) -> set[str]:
-        return super().leftovers(runtime_dir) | our_jobs()
+        return super().leftovers(runtime_dir) | our_jobs(self.jobs_root)
 
 
 def test_code_runs_in_the_job(job_dir: Path) -> None:
@@ -188,7 +204,7 @@ def test_cancelling_a_queued_launch_cancels_the_job(job_dir: Path, full_tiny_par
             if any(getattr(r, "slurm_state", "") == "PENDING" for r in caplog.records):
                 break
             await asyncio.sleep(0.1)
-        assert our_jobs(), "the job was not submitted"
+        assert our_jobs(job_dir.parent), "the job was not submitted"
         launch.cancel()
         with pytest.raises(asyncio.CancelledError):
             await launch
@@ -203,14 +219,14 @@ def test_a_dead_launchers_job_ends(job_dir: Path, reaper: bool) -> None:
     reaper, the nanny ends the kernel when the lease runs out, which ends the job."""
     proc, job_id = launching_process(job_dir, reaper, lease_seconds=3)
     try:
-        assert job_id in our_jobs()
+        assert job_id in our_jobs(job_dir.parent)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         killed = time.monotonic()
-        while job_id in our_jobs() and time.monotonic() - killed < 20:
+        while job_id in our_jobs(job_dir.parent) and time.monotonic() - killed < 20:
             time.sleep(0.2)
         gone_after = time.monotonic() - killed
-        assert job_id not in our_jobs(), "the job outlived its launcher"
+        assert job_id not in our_jobs(job_dir.parent), "the job outlived its launcher"
         assert gone_after < (5 if reaper else 3 + 10), gone_after
     finally:
         ended(proc)
@@ -246,3 +262,37 @@ def test_cleanup_cancels_only_our_orphans(job_dir: Path, tmp_path: Path) -> None
     finally:
         subprocess.run(["scancel", forged], check=False)
         ended(proc)
+
+
+def test_a_detached_job_is_reattached_by_another_process(job_dir: Path) -> None:
+    """As a restarted Jupyter server does: the launching process detaches the kernel and
+    ends (past the lease: a detached job keeps running); another process re-attaches
+    from attach_state and the connection info, runs code, and shuts it down."""
+    config = json.dumps(slurm_config(job_dir, lease_seconds=2))
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
+            launcher = await finder.launch("slurm/py")
+            await launcher.execute("x = 41")
+            launcher.detach()
+            print(json.dumps([launcher.attach_state(), dict(launcher.connection_info)]))
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    state, info = json.loads(done.stdout)
+    time.sleep(3)  # longer than the lease: a held job would have ended by now
+    assert state["job_id"] in our_jobs(job_dir.parent)
+
+    async def scenario() -> None:
+        finder = finder_for(job_dir, lease_seconds=2)
+        launcher = await finder.attach("slurm/py", state, info)
+        try:
+            out, _, _ = await run_code(launcher, "print(x + 1)")
+            assert out == "42\n"
+        finally:
+            assert await launcher.shutdown() == 0
+
+    asyncio.run(scenario())

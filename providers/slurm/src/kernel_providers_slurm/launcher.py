@@ -37,12 +37,14 @@ from kernel_providers.sdk import (
 from .config import SlurmConfig, SlurmProfile
 from .jobs import JobState, job_state, run, submit
 
-__all__ = ["COMMENT_PREFIX", "SlurmLauncher", "start_job"]
+__all__ = ["COMMENT_PREFIX", "Job", "SlurmLauncher", "start_job"]
 
 log = logging.getLogger("kernel_providers_slurm")
 
 #: how every job of ours is tagged: its comment starts so, then key=value fields
 COMMENT_PREFIX = "kernel-providers"
+#: what the lease file holds while no process holds the job (see SlurmLauncher.detach)
+DETACHED = "detached"
 NANNY = Path(__file__).with_name("nanny.py")
 
 
@@ -70,6 +72,7 @@ class SlurmLauncher(WatchedLauncher):
         super().__init__(kernel_type, connection_info, connection_file, options)
         self.job, self.config = job, config
         self._tail = 0
+        self._claim_file: Path | None = None
         self._watch = asyncio.ensure_future(self._follow())
         self._lease = asyncio.ensure_future(_renew_lease(job.folder, config.lease_seconds))
 
@@ -128,11 +131,27 @@ class SlurmLauncher(WatchedLauncher):
         """The job id and folder: a job outlives the process that submitted it."""
         return {"job_id": self.job.job_id, "job_dir": str(self.job.folder)}
 
+    def detach(self) -> None:
+        """Let the job outlive this process: the reaper leaves it, and the lease says
+        "detached" (the nanny no longer ends the kernel when renewals stop) until a
+        process re-attaches; `kernel-providers cleanup` ends it if none does."""
+        super().detach()
+        self._lease.cancel()
+        with contextlib.suppress(OSError):
+            (self.job.folder / "lease").write_text(DETACHED)
+
+    def hold_claim(self, claim_file: Path) -> None:
+        """Keep ``claim_file`` (this process re-attached to the job) until cleanup."""
+        self._claim_file = claim_file
+        self.cancel_at_cleanup(undo_if_orphaned({"remove_file": str(claim_file)}))
+
     async def free_resources(self) -> None:
         """Cancel the job (if it still runs), wait until it left the queue (it may be
         completing for a moment), and remove its folder."""
         self._lease.cancel()
         self._watch.cancel()
+        if self._claim_file is not None:
+            self._claim_file.unlink(missing_ok=True)
         await run("scancel", self.job.job_id)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -144,9 +163,11 @@ class SlurmLauncher(WatchedLauncher):
 
 
 async def _renew_lease(folder: Path, seconds: float) -> None:
-    """Touch ``folder/lease`` while this process runs: the nanny ends the kernel once
+    """Renew ``folder/lease`` while this process runs: the nanny ends the kernel once
     it is ``seconds`` old (this process is gone)."""
     lease = folder / "lease"
+    with contextlib.suppress(OSError):
+        lease.write_text("")  # held (again): not detached
     while True:
         with contextlib.suppress(OSError):
             os.utime(lease)

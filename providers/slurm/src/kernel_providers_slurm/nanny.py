@@ -113,7 +113,9 @@ class Kernel:
             if os.path.exists(kill):
                 self.group(signal.SIGKILL)
             try:
-                stale = time.time() - os.stat(lease).st_mtime > lease_seconds
+                with open(lease) as f:
+                    detached = f.read(16) == "detached"  # no process holds it for now
+                stale = not detached and time.time() - os.stat(lease).st_mtime > lease_seconds
             except OSError:
                 stale = True  # the launcher removed the folder: done with the kernel
             if stale and not self.ending:

@@ -9,18 +9,24 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kernel_providers.sdk import (
+    ConnectionInfo,
     KernelLauncher,
     KernelProvider,
     KernelType,
+    LaunchFailed,
     LaunchOptions,
     ProviderUnavailable,
+    claim,
+    claimed,
     report_problem,
     stamp_alive,
+    undo_if_orphaned,
     verify_tag,
+    write_connection_file,
 )
 
 from .config import SlurmConfig, SlurmProfile, parse_profiles
-from .jobs import cancel_job, run
+from .jobs import cancel_job, job_state, run
 from .launcher import COMMENT_PREFIX, start_job
 
 __all__ = ["SlurmProvider"]
@@ -70,6 +76,28 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
         profile = self.listed(self._profiles, kernel_type)
         return await start_job(kernel_type, profile, self.config, options)
 
+    async def attach(self, kernel_type: KernelType, state: dict[str, Any],
+                     connection_info: ConnectionInfo) -> KernelLauncher:
+        """Re-attach to a running job (``state`` from SlurmLauncher.attach_state)."""
+        from .launcher import Job, SlurmLauncher
+
+        job = Job(str(state.get("job_id", "")), Path(str(state.get("job_dir", ""))))
+        status = await job_state(job.job_id)
+        if status is None or not status.live or job.read("exit.json") is not None \
+                or job.read("started.json") is None:
+            raise LaunchFailed(f"Slurm job {job.job_id} of {kernel_type.id} is"
+                               f" {status.state if status else 'gone'}; start the kernel"
+                               " again")
+        path = write_connection_file(connection_info)
+        launcher = SlurmLauncher(kernel_type, connection_info, str(path), LaunchOptions(),
+                                 job, self.config)
+        # Its comment names the launcher that submitted it: say that we own it now.
+        launcher.hold_claim(claim(f"slurm:{job.job_id}"))
+        launcher.cancel_at_cleanup(undo_if_orphaned({
+            "call": "kernel_providers_slurm.jobs:cancel_job",
+            "kwargs": {"job_id": job.job_id, "job_dir": str(job.folder)}}))
+        return launcher
+
     async def cleanup_orphans(self) -> list[str]:
         """Cancel this user's jobs of ours whose launching process is gone."""
         import getpass
@@ -86,7 +114,7 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
             stamp, kernel_id = fields.get("launcher", ""), fields.get("kernel", "")
             if not verify_tag(fields.get("owner", ""), name, stamp, kernel_id):
                 continue  # not ours: a look-alike comment, another user's or machine's
-            if stamp_alive(stamp) is False:
+            if stamp_alive(stamp) is False and not claimed(f"slurm:{job_id}"):
                 # Its folder goes too: the job's working dir, if it is one of ours.
                 ours = Path(folder).resolve().parent == root
                 await asyncio.to_thread(cancel_job, job_id, folder if ours else None)
