@@ -10,7 +10,8 @@ import pytest
 from kernel_providers import ConfigError, ProviderUnavailable
 from kernel_providers_slurm import SlurmProvider
 from kernel_providers_slurm.config import parse_profiles
-from kernel_providers_slurm.jobs import JobState, run
+from kernel_providers_slurm.cluster import LocalCluster
+from kernel_providers_slurm.jobs import JobState
 from kernel_providers_slurm.launcher import _ended_by_slurm, _status_of
 
 
@@ -50,4 +51,4 @@ def test_without_slurms_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ProviderUnavailable, match="sbatch is not on PATH"):
         asyncio.run(provider.find_kernels())
     with pytest.raises(ProviderUnavailable, match=r"squeue is not on PATH.*slurm-client"):
-        asyncio.run(run("squeue"))
+        asyncio.run(LocalCluster().run("squeue"))

@@ -131,7 +131,8 @@ def test_code_runs_in_the_job(job_dir: Path) -> None:
             assert out.strip() == launcher.job.job_id  # type: ignore[attr-defined]
             assert launcher.attach_state() == {  # the bridge re-attaches by these
                 "job_id": launcher.job.job_id,  # type: ignore[attr-defined]
-                "job_dir": str(launcher.job.folder)}  # type: ignore[attr-defined]
+                "job_dir": launcher.job.folder,  # type: ignore[attr-defined]
+                "login": None}  # submitted from this machine
         finally:
             await launcher.shutdown()
 

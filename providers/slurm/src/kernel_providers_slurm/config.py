@@ -37,7 +37,8 @@ class SlurmProfile:
     #: shell lines run before the kernel on the node ("module load python/3.11", an
     #: activation): the profile's author's own commands, run as written
     setup: list[str] = field(default_factory=list)
-    #: an SSH host alias to submit from (absent: this machine's Slurm commands)
+    #: an SSH host alias to submit from (absent: this machine's Slurm commands); the
+    #: compute nodes are then reached through it, and job_dir is a folder there
     login: str | None = None
     #: the name clients show (default: "Slurm <name>")
     display_name: str | None = None
@@ -64,6 +65,12 @@ class SlurmConfig:
     #: seconds after which the nanny ends a kernel whose launcher stopped renewing its
     #: lease (the launching process is gone)
     lease_seconds: float = 20.0
+    #: the OpenSSH client config for login hosts and compute nodes (default
+    #: ~/.ssh/config: HostName, User, IdentityFile, ProxyJump per host)
+    ssh_config: str | None = None
+    #: the known_hosts file their host keys are verified against (default
+    #: ~/.ssh/known_hosts); a node is looked up by its Slurm address (NodeAddr)
+    known_hosts: str | None = None
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

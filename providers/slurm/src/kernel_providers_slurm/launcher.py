@@ -1,4 +1,5 @@
-"""A kernel in a Slurm job: submit it, follow it through the queue to its start, and the
+"""A kernel in a Slurm job: submit it, follow it through the queue to its start, reach
+it (on this machine's loopback, or through an SSH tunnel to its node's), and the
 launcher contract on top of it."""
 
 from __future__ import annotations
@@ -7,16 +8,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import secrets
+import posixpath
 import shlex
-import shutil
 import signal as _signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel_providers.sdk import (
     PORT_NAMES,
@@ -33,11 +32,18 @@ from kernel_providers.sdk import (
     remove_connection_file,
     undo_if_orphaned,
 )
+from kernel_providers_ssh.launcher import forward_ports
 
+from .cluster import Cluster
 from .config import SlurmConfig, SlurmProfile
-from .jobs import JobState, job_state, run, submit
+from .jobs import JobState, cancel_on, job_state, submit
 
-__all__ = ["COMMENT_PREFIX", "Job", "SlurmLauncher", "start_job"]
+if TYPE_CHECKING:
+    import asyncssh
+
+    from kernel_providers_ssh.hosts import HostPool
+
+__all__ = ["COMMENT_PREFIX", "Job", "SlurmLauncher", "Tunnel", "start_job"]
 
 log = logging.getLogger("kernel_providers_slurm")
 
@@ -50,63 +56,93 @@ NANNY = Path(__file__).with_name("nanny.py")
 
 @dataclass
 class Job:
-    """A submitted job: its id and its folder (shared with the node)."""
+    """A submitted job: its id, its folder (shared with the node) and the cluster it
+    was submitted to (where its folder is read)."""
 
     job_id: str
-    folder: Path
+    folder: str
+    cluster: Cluster
 
-    def read(self, name: str) -> dict[str, Any] | None:
-        """``folder/name`` as JSON, or None while it is not there."""
+    def path(self, name: str) -> str:
+        """``name`` in the job's folder."""
+        return posixpath.join(self.folder, name)
+
+    async def read(self, name: str) -> dict[str, Any] | None:
+        """``folder/name`` as JSON, or None while it is not there (or half written)."""
+        data = await self.cluster.read(self.path(name))
         try:
-            return dict(json.loads((self.folder / name).read_text()))
-        except (OSError, ValueError):
+            return dict(json.loads(data)) if data is not None else None
+        except ValueError:
             return None
+
+    async def output(self) -> str:
+        """The job's output so far."""
+        return (await self.cluster.read(self.path("output.log")) or b"").decode(
+            errors="replace")
+
+
+@dataclass
+class Tunnel:
+    """The SSH connection to a kernel's node (through the login host, if any) and the
+    local forwards to the kernel's ports on the node's loopback."""
+
+    pool: HostPool
+    address: str
+    via: str | None
+    conn: asyncssh.SSHClientConnection
+    listeners: list[asyncssh.SSHListener] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Close the forwards and release the connection."""
+        for listener in self.listeners:
+            listener.close()
+        await self.pool.release(self.address, self.conn, self.via)
 
 
 class SlurmLauncher(WatchedLauncher):
     """A kernel running as Slurm job ``job.job_id`` (its nanny reports through
-    ``job.folder``)."""
+    ``job.folder``); ``tunnel`` is how its ports are reached when it runs on another
+    host (None: on this machine's loopback)."""
 
     def __init__(self, kernel_type: KernelType, connection_info: Any, connection_file: str,
-                 options: LaunchOptions, job: Job, config: SlurmConfig) -> None:
+                 options: LaunchOptions, job: Job, config: SlurmConfig,
+                 tunnel: Tunnel | None = None) -> None:
         super().__init__(kernel_type, connection_info, connection_file, options)
-        self.job, self.config = job, config
+        self.job, self.config, self.tunnel = job, config, tunnel
         self._tail = 0
         self._claim_file: Path | None = None
+        self._detaching: asyncio.Future[None] | None = None
         self._watch = asyncio.ensure_future(self._follow())
-        self._lease = asyncio.ensure_future(_renew_lease(job.folder, config.lease_seconds))
+        self._lease = asyncio.ensure_future(_renew_lease(job, config.lease_seconds))
 
     async def _follow(self) -> None:
         # The nanny's exit.json says how the kernel ended; Slurm's state says when the
-        # job ended without one (cancelled, time limit, node failure).
+        # job ended without one (cancelled, time limit, node failure). A folder read
+        # over SFTP (a login host) costs a round trip: looked at less often.
+        every = 0.1 if self.job.cluster.login is None else 0.3
         checked = time.monotonic()
         while True:
-            self._read_output()
-            ended = self.job.read("exit.json")
+            await self._read_output()
+            ended = await self.job.read("exit.json")
             if ended is not None:
-                self._read_output()
+                await self._read_output()
                 self.ended_with(int(ended.get("status", -1)))
                 return
             if time.monotonic() - checked > 2.0:
                 checked = time.monotonic()
                 with contextlib.suppress(Exception):
-                    state = await job_state(self.job.job_id)
+                    state = await job_state(self.job.cluster, self.job.job_id)
                     if state is None or not state.live:
                         await asyncio.sleep(1.0)  # the nanny's last write, if any
-                        if self.job.read("exit.json") is None:
-                            self._read_output()
+                        if await self.job.read("exit.json") is None:
+                            await self._read_output()
                             self._note(_ended_by_slurm(self.job.job_id, state))
                             self.ended_with(_status_of(state))
                             return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(every)
 
-    def _read_output(self) -> None:
-        try:
-            with open(self.job.folder / "output.log", "rb") as f:
-                f.seek(self._tail)
-                data = f.read()
-        except OSError:
-            return
+    async def _read_output(self) -> None:
+        data = await self.job.cluster.read(self.job.path("output.log"), self._tail)
         if data:
             self._tail += len(data)
             self.collected.append(data)
@@ -121,15 +157,17 @@ class SlurmLauncher(WatchedLauncher):
         if self.poll() is not None:
             return
         if signum == _signal.SIGKILL:
-            with contextlib.suppress(FileNotFoundError):  # (the job's folder is gone)
-                _write_private(self.job.folder / "kill", "")
+            with contextlib.suppress(Exception):  # (there already, or the folder is gone)
+                await self.job.cluster.write(self.job.path("kill"), "", new=True)
             return
         name = _signal.Signals(signum).name.removeprefix("SIG")
-        await run("scancel", "--batch", f"--signal={name}", self.job.job_id)
+        await self.job.cluster.run("scancel", "--batch", f"--signal={name}", self.job.job_id)
 
     def attach_state(self) -> dict[str, Any] | None:
-        """The job id and folder: a job outlives the process that submitted it."""
-        return {"job_id": self.job.job_id, "job_dir": str(self.job.folder)}
+        """The job id, folder and login host: a job outlives the process that
+        submitted it."""
+        return {"job_id": self.job.job_id, "job_dir": self.job.folder,
+                "login": self.job.cluster.login}
 
     def detach(self) -> None:
         """Let the job outlive this process: the reaper leaves it, and the lease says
@@ -137,8 +175,8 @@ class SlurmLauncher(WatchedLauncher):
         process re-attaches; `kernel-providers cleanup` ends it if none does."""
         super().detach()
         self._lease.cancel()
-        with contextlib.suppress(OSError):
-            (self.job.folder / "lease").write_text(DETACHED)
+        self._detaching = asyncio.ensure_future(
+            self.job.cluster.write(self.job.path("lease"), DETACHED))
 
     def hold_claim(self, claim_file: Path) -> None:
         """Keep ``claim_file`` (this process re-attached to the job) until cleanup."""
@@ -152,25 +190,32 @@ class SlurmLauncher(WatchedLauncher):
         self._watch.cancel()
         if self._claim_file is not None:
             self._claim_file.unlink(missing_ok=True)
-        await run("scancel", self.job.job_id)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            state = await job_state(self.job.job_id)
-            if state is None or not state.live:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.to_thread(shutil.rmtree, self.job.folder, True)
+        cluster = self.job.cluster
+        try:
+            with contextlib.suppress(Exception):
+                await cluster.run("scancel", self.job.job_id)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    state = await job_state(cluster, self.job.job_id)
+                    if state is None or not state.live:
+                        break
+                    await asyncio.sleep(0.1)
+            if self.tunnel is not None:
+                await self.tunnel.close()
+            await cluster.remove_tree(self.job.folder)
+        finally:
+            await cluster.close()
 
 
-async def _renew_lease(folder: Path, seconds: float) -> None:
-    """Renew ``folder/lease`` while this process runs: the nanny ends the kernel once
+async def _renew_lease(job: Job, seconds: float) -> None:
+    """Renew the job's lease while this process runs: the nanny ends the kernel once
     it is ``seconds`` old (this process is gone)."""
-    lease = folder / "lease"
-    with contextlib.suppress(OSError):
-        lease.write_text("")  # held (again): not detached
+    lease = job.path("lease")
+    with contextlib.suppress(Exception):
+        await job.cluster.write(lease, "")  # held (again): not detached
     while True:
-        with contextlib.suppress(OSError):
-            os.utime(lease)
+        with contextlib.suppress(Exception):
+            await job.cluster.touch(lease)
         await asyncio.sleep(max(seconds / 4, 0.5))
 
 
@@ -193,10 +238,12 @@ def _status_of(state: JobState | None) -> int | None:
     return -int(sig) if sig.isdigit() and int(sig) else int(code) if code.isdigit() else None
 
 
-def sbatch_options(profile: SlurmProfile, name: str, comment: str, folder: Path) -> list[str]:
-    """The sbatch options of a profile (argv items: nothing here meets a shell)."""
+def sbatch_options(profile: SlurmProfile, name: str, comment: str, folder: str) -> list[str]:
+    """The sbatch options of a profile (argv items, each quoted on a login host: nothing
+    here is interpreted by a shell)."""
     options = [f"--job-name={name}", f"--comment={comment}",
-               f"--output={folder / 'output.log'}", f"--chdir={folder}", "--no-requeue"]
+               f"--output={posixpath.join(folder, 'output.log')}", f"--chdir={folder}",
+               "--no-requeue"]
     for flag, value in (("--partition", profile.partition), ("--time", profile.time),
                         ("--cpus-per-task", profile.cpus), ("--mem", profile.mem),
                         ("--gres", profile.gres), ("--account", profile.account),
@@ -206,43 +253,26 @@ def sbatch_options(profile: SlurmProfile, name: str, comment: str, folder: Path)
     return [*options, *profile.sbatch_args]
 
 
-def batch_script(profile: SlurmProfile, python: str, folder: Path) -> str:
+def batch_script(profile: SlurmProfile, python: str, folder: str) -> str:
     """The job's script: the profile's setup lines as written (its author's commands),
     then the nanny, every value quoted."""
     setup = "\n".join(profile.setup)
-    nanny = " ".join(shlex.quote(p) for p in (python, "-u", str(folder / "nanny.py"),
-                                              str(folder)))
+    nanny = shlex.join((python, "-u", posixpath.join(folder, "nanny.py"), folder))
     return f"#!/bin/sh\n{setup}\nexec {nanny}\n"
 
 
-def _job_folder(config: SlurmConfig) -> Path:
-    root = Path(os.path.expanduser(config.job_dir))
-    try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        folder = root / f"job-{secrets.token_hex(6)}"
-        folder.mkdir(mode=0o700)
-    except OSError as exc:
-        raise LaunchFailed(f"cannot make the job folder in {root} ({exc.strerror}): set"
-                           " job_dir in [providers.slurm] to a folder you can write that"
-                           " the compute nodes see at the same path") from None
-    return folder
-
-
-def _write_private(path: Path, data: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(data)
-
-
 async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: SlurmConfig,
-                    options: LaunchOptions) -> SlurmLauncher:
-    """Submit the kernel's job, wait for it in the queue (progress as log records on
-    ``kernel_providers_slurm``), then for its nanny to report and the kernel to listen.
-    Nothing is left behind if this raises, Ctrl-C included: the job is cancelled."""
+                    options: LaunchOptions, cluster: Cluster, pool: HostPool) -> SlurmLauncher:
+    """Submit the kernel's job to ``cluster``, wait for it in the queue (progress as log
+    records on ``kernel_providers_slurm``), then for its nanny to report, tunnel to its
+    node over SSH (``pool``) unless it runs here, and wait for the kernel to listen.
+    Nothing is left behind if this raises, Ctrl-C included: the job is cancelled, the
+    tunnel closed, the folder removed."""
     info, dictated = kernel_connection(kernel_type, options)
     reuse: dict[str, Any] = dict(dictated or options.connection_info or {})
-    folder = await asyncio.to_thread(_job_folder, config)
+    folder = await _job_folder(cluster, config)
     job: Job | None = None
+    tunnel: Tunnel | None = None
     undo = None
     try:
         request = {"kernel": profile.kernel, "key": info["key"], "env": dict(options.env),
@@ -250,48 +280,70 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
                    "lease_seconds": config.lease_seconds,
                    # a client's own file, or a restart (its clients stay connected)
                    "ports": {p: int(reuse[p]) for p in PORT_NAMES if reuse.get(p)}}
-        _write_private(folder / "request.json", json.dumps(request))
-        _write_private(folder / "nanny.py", NANNY.read_text())
-        _write_private(folder / "lease", "")
+        for name, text in (("request.json", json.dumps(request)),
+                           ("nanny.py", NANNY.read_text()), ("lease", "")):
+            await cluster.write(posixpath.join(folder, name), text, new=True)
         stamp = process_stamp()
         # Unique (the folder's token): the reaper can cancel it by name, registered
         # before the job exists, so a process killed right after sbatch leaves nothing.
-        name = f"kp-{kernel_type.name}-{folder.name.removeprefix('job-')}"
+        name = f"kp-{kernel_type.name}-{posixpath.basename(folder).removeprefix('job-')}"
         undo = undo_if_orphaned({"call": "kernel_providers_slurm.jobs:cancel_job",
-                                 "kwargs": {"name": name, "job_dir": str(folder)}})
+                                 "kwargs": {"name": name, "job_dir": folder,
+                                            **cluster.reaper_kwargs()}})
         tag = owner_tag(name, stamp, kernel_type.id)
         comment = f"{COMMENT_PREFIX} launcher={stamp} kernel={kernel_type.id} owner={tag}"
-        job_id = await submit(sbatch_options(profile, name, comment, folder),
+        job_id = await submit(cluster, sbatch_options(profile, name, comment, folder),
                               batch_script(profile, config.python, folder), kernel_type.id)
-        job = Job(job_id, folder)
+        job = Job(job_id, folder, cluster)
         started = await _until_started(kernel_type, job, config)
-        host = str(started.get("host", ""))
-        if not _is_this_machine(host):
-            raise LaunchFailed(
-                f"job {job_id} of {kernel_type.id} runs on node {host}: reaching a kernel"
-                " on another node (an SSH tunnel through the login host) is not built yet;"
-                " run the provider on a machine that is the node, or see the HPC guide")
-        reachable = {**info, **{p: int(v) for p, v in started["ports"].items()},
-                     "ip": "127.0.0.1"}
+        ports = {p: int(v) for p, v in started["ports"].items()}
+        host, node = str(started.get("host", "")), str(started.get("node") or "")
+        if cluster.login is None and _is_this_machine(host):
+            reachable = {**info, **ports, "ip": "127.0.0.1"}
+        else:
+            address = await cluster.node_address(node or host)
+            tunnel = Tunnel(pool, address, cluster.login,
+                            await pool.acquire(address, via=cluster.login))
+            wanted = reuse if all(reuse.get(p) for p in PORT_NAMES) else None
+            reachable = {**info, **await forward_ports(
+                tunnel.conn, ports, wanted, f"node {node or host} ({address})",
+                kernel_type.id, tunnel.listeners)}
+            log.debug("%s: job %s on node %s, tunnelled over SSH to %s", kernel_type.id,
+                      job_id, node or host, address)
         client_info, path, owned = client_connection(kernel_type, options, reachable,
                                                      dictated)
         try:
-            launcher = SlurmLauncher(kernel_type, client_info, path, options, job, config)
+            launcher = SlurmLauncher(kernel_type, client_info, path, options, job, config,
+                                     tunnel)
         except BaseException:
             if owned:
                 remove_connection_file(path)
             raise
         launcher.cancel_at_cleanup(undo)
     except BaseException:
-        if job is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(cancel_on(cluster, job.job_id if job else None, folder))
+        if tunnel is not None:
             with contextlib.suppress(Exception):
-                await asyncio.shield(run("scancel", job.job_id))
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+                await asyncio.shield(tunnel.close())
+        with contextlib.suppress(Exception):
+            await asyncio.shield(cluster.close())
         if undo is not None:
             undo.cancel()
         raise
     await launcher.listening_or_cleaned_up(ready_seconds(options))
     return launcher
+
+
+async def _job_folder(cluster: Cluster, config: SlurmConfig) -> str:
+    try:
+        return await cluster.make_folder(config.job_dir)
+    except Exception as exc:  # OSError here, an SFTP error on a login host
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise LaunchFailed(f"cannot make the job folder in {config.job_dir} on"
+                           f" {cluster.where} ({reason}): set job_dir in [providers.slurm]"
+                           " to a folder you can write that the compute nodes see at the"
+                           " same path") from None
 
 
 async def _until_started(kernel_type: KernelType, job: Job,
@@ -301,13 +353,13 @@ async def _until_started(kernel_type: KernelType, job: Job,
     submitted = time.monotonic()
     last: tuple[str, str, str] | None = None
     while True:
-        started = job.read("started.json")
+        started = await job.read("started.json")
         if started is not None:
             return started
-        ended = job.read("exit.json")
-        state = await job_state(job.job_id)
+        ended = await job.read("exit.json")
+        state = await job_state(job.cluster, job.job_id)
         if ended is not None or state is None or not state.live:
-            output = _output(job)
+            output = await job.output()
             why = ended.get("error") if ended else _ended_by_slurm(job.job_id, state)
             raise KernelDied(f"kernel {kernel_type.id!r} (Slurm job {job.job_id}) ended"
                              f" while starting: {why}", output,
@@ -329,13 +381,6 @@ async def _until_started(kernel_type: KernelType, job: Job,
                 " cancelled: try again later, ask for less (cpus, mem, time) or another"
                 " partition, or raise queue_wait in [providers.slurm] (0: no limit)")
         await asyncio.sleep(config.poll_interval if state.state == "PENDING" else 0.1)
-
-
-def _output(job: Job) -> str:
-    try:
-        return (job.folder / "output.log").read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _is_this_machine(host: str) -> bool:

@@ -5,10 +5,11 @@ script as ``python3 -u nanny.py JOB_DIR``.
 It reads ``request.json`` (the kernel, the key, env, cwd) from the job folder, picks
 five free ports on the node's loopback, writes the kernel's connection file (0600) in a
 private folder of the node's own, starts the kernel in its own process group and writes
-``started.json`` (host, ports) to the job folder. It forwards the signals Slurm delivers
-(``scancel --batch --signal``) to the kernel's group, ends the kernel when the launcher
-stops renewing its lease (``lease``'s mtime: the launching side is gone), and when the
-kernel ends writes ``exit.json`` with its status and removes its connection file.
+``started.json`` (host, Slurm node name, ports) to the job folder. It forwards the
+signals Slurm delivers (``scancel --batch --signal``) to the kernel's group, ends the
+kernel when the launcher stops renewing its lease (``lease``'s mtime: the launching
+side is gone), and when the kernel ends writes ``exit.json`` with its status and
+removes its connection file.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def main(job_dir: str) -> int:
         return 127
     for signum in FORWARDED:
         signal.signal(signum, kernel.forward)
-    write(job_dir, "started.json", {"host": host, "ports": ports, "pid": kernel.process.pid})
+    write(job_dir, "started.json", {"host": host, "ports": ports, "pid": kernel.process.pid,
+                                    "node": os.environ.get("SLURMD_NODENAME", host)})
     status = kernel.supervise(job_dir, float(request.get("lease_seconds", 20)))
     for remove, target in ((os.remove, path), (os.rmdir, os.path.dirname(path))):
         with contextlib.suppress(OSError):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import posixpath
 import shutil
-from pathlib import Path
 from typing import Any, ClassVar
 
 from kernel_providers.sdk import (
@@ -24,9 +23,11 @@ from kernel_providers.sdk import (
     verify_tag,
     write_connection_file,
 )
+from kernel_providers_ssh.hosts import HostPool
 
+from .cluster import Cluster, LocalCluster, LoginCluster, ssh_pool
 from .config import SlurmConfig, SlurmProfile, parse_profiles
-from .jobs import cancel_job, job_state, run
+from .jobs import cancel_on, job_state
 from .launcher import COMMENT_PREFIX, start_job
 
 __all__ = ["SlurmProvider"]
@@ -42,22 +43,35 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
     def __init__(self) -> None:
         self.config = SlurmConfig()
         self._profiles: dict[str, SlurmProfile] = {}
+        self._pool: HostPool | None = None
+        self._pool_config: SlurmConfig | None = None
+
+    @property
+    def pool(self) -> HostPool:
+        """SSH connections to login hosts and compute nodes (made with the current
+        config: its ssh_config and known_hosts)."""
+        if self._pool is None or self._pool_config is not self.config:
+            self._pool = ssh_pool(self.config.ssh_config, self.config.known_hosts)
+            self._pool_config = self.config
+        return self._pool
+
+    def cluster(self, login: str | None) -> Cluster:
+        """The cluster as seen from login host ``login`` (None: this machine)."""
+        return LocalCluster() if login is None else LoginCluster(self.pool, login)
 
     async def find_kernels(self) -> list[KernelType]:
-        """The configured profiles (Slurm's commands must be on PATH to offer them)."""
+        """The configured profiles (those submitting from this machine need Slurm's
+        commands on PATH; a login host is not asked until a launch)."""
         profiles = parse_profiles(self.config.profiles)
-        if profiles and shutil.which("sbatch") is None:
-            raise ProviderUnavailable(
-                "Slurm's sbatch is not on PATH: install Slurm's client commands (Debian:"
-                " slurm-client) with the cluster's configuration, or leave the provider"
-                " out with KERNEL_PROVIDERS_DISABLE=slurm")
+        local = [name for name, profile in profiles.items() if profile.login is None]
         self._profiles = {}
         kernels = []
         for name, profile in profiles.items():
-            if profile.login is not None:
-                report_problem(f"[providers.slurm.profiles.{name}]: login = "
-                               f"{profile.login!r}: submitting through a login host is not"
-                               " built yet; profile skipped")
+            if profile.login is None and shutil.which("sbatch") is None:
+                report_problem(
+                    f"slurm/{name}: Slurm's sbatch is not on PATH: install Slurm's client"
+                    " commands (Debian: slurm-client) with the cluster's configuration,"
+                    f" or set login = \"<ssh alias>\" in [providers.slurm.profiles.{name}]")
                 continue
             kernel = KernelType(
                 id=f"slurm/{name}", provider=self.id,
@@ -69,22 +83,31 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
                     if v is not None}})
             self._profiles[kernel.id] = profile
             kernels.append(kernel)
+        if local and not kernels and len(local) == len(profiles):
+            raise ProviderUnavailable(
+                "Slurm's sbatch is not on PATH: install Slurm's client commands (Debian:"
+                " slurm-client) with the cluster's configuration, or leave the provider"
+                " out with KERNEL_PROVIDERS_DISABLE=slurm")
         return kernels
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Submit the kernel's job and return once the kernel listens on its node."""
         profile = self.listed(self._profiles, kernel_type)
-        return await start_job(kernel_type, profile, self.config, options)
+        return await start_job(kernel_type, profile, self.config, options,
+                               self.cluster(profile.login), self.pool)
 
     async def attach(self, kernel_type: KernelType, state: dict[str, Any],
                      connection_info: ConnectionInfo) -> KernelLauncher:
         """Re-attach to a running job (``state`` from SlurmLauncher.attach_state)."""
         from .launcher import Job, SlurmLauncher
 
-        job = Job(str(state.get("job_id", "")), Path(str(state.get("job_dir", ""))))
-        status = await job_state(job.job_id)
-        if status is None or not status.live or job.read("exit.json") is not None \
-                or job.read("started.json") is None:
+        login = state.get("login")
+        cluster = self.cluster(str(login) if login else None)
+        job = Job(str(state.get("job_id", "")), str(state.get("job_dir", "")), cluster)
+        status = await job_state(cluster, job.job_id)
+        if status is None or not status.live or await job.read("exit.json") is not None \
+                or await job.read("started.json") is None:
+            await cluster.close()
             raise LaunchFailed(f"Slurm job {job.job_id} of {kernel_type.id} is"
                                f" {status.state if status else 'gone'}; start the kernel"
                                " again")
@@ -95,16 +118,35 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
         launcher.hold_claim(claim(f"slurm:{job.job_id}"))
         launcher.cancel_at_cleanup(undo_if_orphaned({
             "call": "kernel_providers_slurm.jobs:cancel_job",
-            "kwargs": {"job_id": job.job_id, "job_dir": str(job.folder)}}))
+            "kwargs": {"job_id": job.job_id, "job_dir": job.folder,
+                       **cluster.reaper_kwargs()}}))
         return launcher
 
     async def cleanup_orphans(self) -> list[str]:
-        """Cancel this user's jobs of ours whose launching process is gone."""
+        """Cancel this user's jobs of ours whose launching process is gone, on this
+        machine's cluster and on every profile's login host."""
+        logins = sorted({p.login for p in parse_profiles(self.config.profiles).values()
+                         if p.login is not None})
+        places: list[str | None] = [None] if shutil.which("squeue") else []
+        removed = []
+        for login in [*places, *logins]:
+            cluster = self.cluster(login)
+            try:
+                removed += await self._orphans_on(cluster)
+            except ProviderUnavailable as exc:
+                report_problem(f"cleanup of Slurm jobs on {cluster.where}: {exc}")
+            finally:
+                await cluster.close()
+        return removed
+
+    async def _orphans_on(self, cluster: Cluster) -> list[str]:
         import getpass
 
-        status, out, _ = await run("squeue", "-h", "-u", getpass.getuser(), "-o",
-                                   "%i|%j|%Z|%k")
-        root = Path(os.path.expanduser(self.config.job_dir)).resolve()
+        status, out, _ = await cluster.run("squeue", "-h", "-u", getpass.getuser(), "-o",
+                                           "%i|%j|%Z|%k")
+        root = self.config.job_dir
+        if cluster.login is None:
+            root = os.path.realpath(os.path.expanduser(root))
         removed = []
         for line in out.splitlines() if status == 0 else []:
             job_id, name, folder, comment = [*line.split("|", 3), "", "", ""][:4]
@@ -116,7 +158,10 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
                 continue  # not ours: a look-alike comment, another user's or machine's
             if stamp_alive(stamp) is False and not claimed(f"slurm:{job_id}"):
                 # Its folder goes too: the job's working dir, if it is one of ours.
-                ours = Path(folder).resolve().parent == root
-                await asyncio.to_thread(cancel_job, job_id, folder if ours else None)
-                removed.append(f"Slurm job {job_id} ({kernel_id})")
+                parent = posixpath.dirname(folder.rstrip("/"))
+                ours = (os.path.realpath(parent) if cluster.login is None else parent) \
+                    == root.rstrip("/") or parent.endswith(root.removeprefix("~"))
+                await cancel_on(cluster, job_id, folder if ours else None)
+                where = f" on {cluster.where}" if cluster.login else ""
+                removed.append(f"Slurm job {job_id} ({kernel_id}){where}")
         return removed

@@ -44,11 +44,11 @@ class HostPool:
             self._locks[key] = asyncio.Lock()
         return self._locks[key]
 
-    def _live(self, host: str) -> list[_Entry]:
+    def _live(self, key: str) -> list[_Entry]:
         loop = asyncio.get_running_loop()
-        live = [e for e in self._entries.get(host, []) if e.loop is loop
+        live = [e for e in self._entries.get(key, []) if e.loop is loop
                 and not e.conn.is_closed()]
-        self._entries[host] = live
+        self._entries[key] = live
         return live
 
     def _options(self, host: str) -> dict[str, Any]:
@@ -65,10 +65,12 @@ class HostPool:
             options["known_hosts"] = os.path.expanduser(self.config.known_hosts)
         return options
 
-    async def _open(self, host: str) -> asyncssh.SSHClientConnection:
+    async def _open(self, host: str, via: str | None = None) -> asyncssh.SSHClientConnection:
         import asyncssh
 
         options = self._options(host)
+        if via is not None:  # through the connection to ``via`` (a cluster's login host)
+            options["tunnel"] = await self.connect(via)
         # The options as the ssh config resolves them (host name, port, known_hosts).
         resolved = asyncssh.SSHClientConnectionOptions(host=host, **options)
         if resolved.known_hosts is None and host not in self.config.insecure_hosts:
@@ -98,9 +100,10 @@ class HostPool:
                 " are never asked for)") from None
         except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError) as exc:
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            through = f" (through {via})" if via else ""
             raise ProviderUnavailable(
-                f"ssh host {host!r} unreachable: {reason}; check HostName/Port in your ssh"
-                " config and that sshd runs there") from None
+                f"ssh host {host!r}{through} unreachable: {reason}; check HostName/Port in"
+                " your ssh config and that sshd runs there") from None
 
     async def connect(self, host: str) -> asyncssh.SSHClientConnection:
         """An open connection to ``host`` (for discovery); ProviderUnavailable with what
@@ -113,23 +116,31 @@ class HostPool:
             self._entries[host].append(entry)
             return entry.conn
 
-    async def acquire(self, host: str) -> asyncssh.SSHClientConnection:
-        """A connection for one more kernel on ``host``."""
-        async with self._lock(host):
-            for entry in self._live(host):
+    async def acquire(self, host: str, via: str | None = None) -> asyncssh.SSHClientConnection:
+        """A connection for one more kernel on ``host`` (opened through the connection
+        to host alias ``via`` if given: a compute node behind a login host)."""
+        key = _key(host, via)
+        async with self._lock(key):
+            for entry in self._live(key):
                 if entry.users < self.config.kernels_per_connection:
                     entry.users += 1
                     return entry.conn
-            entry = _Entry(asyncio.get_running_loop(), await self._open(host), 1)
-            self._entries[host].append(entry)
+            entry = _Entry(asyncio.get_running_loop(), await self._open(host, via), 1)
+            self._entries[key].append(entry)
             return entry.conn
 
-    async def release(self, host: str, conn: asyncssh.SSHClientConnection) -> None:
-        """A kernel stopped using ``conn``; close it when none does."""
-        for entry in self._entries.get(host, []):
+    async def release(self, host: str, conn: asyncssh.SSHClientConnection,
+                      via: str | None = None) -> None:
+        """A kernel stopped using ``conn``; close it when none does (and the connection
+        to ``via`` when nothing else uses it)."""
+        key = _key(host, via)
+        for entry in self._entries.get(key, []):
             if entry.conn is conn:
                 entry.users = max(entry.users - 1, 0)
-        await self.close_idle(host)
+        await self.close_idle(key)
+        if via is not None and not any(k.endswith(f" via {via}") and self._entries[k]
+                                       for k in self._entries):
+            await self.close_idle(via)
 
     async def close_idle(self, host: str) -> None:
         """Close ``host``'s connections that no kernel uses (e.g. after discovery)."""
@@ -160,6 +171,10 @@ class HostPool:
     def users(self, host: str) -> int:
         """How many kernels use connections to ``host``."""
         return sum(e.users for e in self._entries.get(host, []))
+
+
+def _key(host: str, via: str | None) -> str:
+    return host if via is None else f"{host} via {via}"
 
 
 def _key_on_record(options: asyncssh.SSHClientConnectionOptions) -> bool:

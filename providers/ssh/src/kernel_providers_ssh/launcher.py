@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
     from .hosts import HostPool
 
-__all__ = ["CONNECTION_LOST", "RemoteKernel", "SSHLauncher", "start_remote_kernel"]
+__all__ = ["CONNECTION_LOST", "RemoteKernel", "SSHLauncher", "forward_ports",
+           "start_remote_kernel"]
 
 log = logging.getLogger(__name__)
 
@@ -184,23 +185,26 @@ async def _remove_remote(sftp: Any, path: str) -> None:
             await remove(target)
 
 
-async def _forward(remote: RemoteKernel, kernel_type: KernelType, options: LaunchOptions,
-                   ports: dict[str, Any], dictated: Any) -> dict[str, Any]:
-    """Forward the kernel's five remote ports to local ones (the dictated ones, if the
-    client chose); the connection info as reachable from here."""
+async def forward_ports(conn: asyncssh.SSHClientConnection, ports: dict[str, Any],
+                        dictated: Any, where: str, kernel_id: str,
+                        listeners: list[asyncssh.SSHListener]) -> dict[str, Any]:
+    """Forward the kernel's five ports on the far side's loopback (``ports``) to local
+    ones (the ``dictated`` ones, if a client chose), appending each listener to
+    ``listeners`` (the caller closes them, also when this raises); the connection info
+    as reachable from here."""
     local: dict[str, Any] = {**ports, "ip": "127.0.0.1"}
     for name in PORT_NAMES:
         wanted = dictated[name] if dictated else 0
         try:
-            listener = await remote.conn.forward_local_port("127.0.0.1", wanted, "127.0.0.1",
-                                                            ports[name])
+            listener = await conn.forward_local_port("127.0.0.1", wanted, "127.0.0.1",
+                                                     ports[name])
         except OSError as exc:
             raise LaunchFailed(
-                f"cannot forward 127.0.0.1:{wanted} to {kernel_type.id} on {remote.host}"
-                f" ({exc.strerror or exc}); the connection file {options.connection_file}"
-                " asks for it: start the kernel again (the client picks new ports) or end"
-                " what holds the port") from None
-        remote.forwards.append(listener)
+                f"cannot forward 127.0.0.1:{wanted} to {kernel_id} on {where}"
+                f" ({exc.strerror or exc}); the client's connection file asks for it:"
+                " start the kernel again (the client picks new ports) or end what holds"
+                " the port") from None
+        listeners.append(listener)
         local[name] = listener.get_port()
     return local
 
@@ -235,7 +239,8 @@ async def start_remote_kernel(pool: HostPool, host: str, kernel_type: KernelType
                              output.text(), started.get("exit"))
         remote.pid, remote.cwd = int(started["pid"]), str(started.get("cwd", ""))
         ports = await _ports_written(sftp, remote, info["key"], kernel_type, options, output)
-        local = await _forward(remote, kernel_type, options, ports, dictated)
+        local = await forward_ports(conn, ports, dictated, host, kernel_type.id,
+                                    remote.forwards)
         client_info, path, owned = client_connection(kernel_type, options, local, dictated)
         owned_file = path if owned else None
         log.debug("%s on %s runs in %s (cwd asked: %s)", kernel_type.id, host, remote.cwd,
