@@ -9,8 +9,8 @@ import pytest
 
 from kernel_providers import ConfigError, ProviderUnavailable
 from kernel_providers_slurm import SlurmProvider
-from kernel_providers_slurm.config import parse_profiles
 from kernel_providers_slurm.cluster import LocalCluster
+from kernel_providers_slurm.config import parse_profiles
 from kernel_providers_slurm.jobs import JobState
 from kernel_providers_slurm.launcher import _ended_by_slurm, _status_of
 

@@ -40,6 +40,9 @@ class SlurmProfile:
     #: an SSH host alias to submit from (absent: this machine's Slurm commands); the
     #: compute nodes are then reached through it, and job_dir is a folder there
     login: str | None = None
+    #: the jobs' folder for this profile (default: [providers.slurm] job_dir); with
+    #: login, a path on the cluster ("~/..." is the home there)
+    job_dir: str | None = None
     #: the name clients show (default: "Slurm <name>")
     display_name: str | None = None
     #: the kernel's language (for clients)

@@ -270,7 +270,7 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
     tunnel closed, the folder removed."""
     info, dictated = kernel_connection(kernel_type, options)
     reuse: dict[str, Any] = dict(dictated or options.connection_info or {})
-    folder = await _job_folder(cluster, config)
+    folder = await _job_folder(cluster, profile.job_dir or config.job_dir)
     job: Job | None = None
     tunnel: Tunnel | None = None
     undo = None
@@ -335,12 +335,12 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
     return launcher
 
 
-async def _job_folder(cluster: Cluster, config: SlurmConfig) -> str:
+async def _job_folder(cluster: Cluster, root: str) -> str:
     try:
-        return await cluster.make_folder(config.job_dir)
+        return await cluster.make_folder(root)
     except Exception as exc:  # OSError here, an SFTP error on a login host
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-        raise LaunchFailed(f"cannot make the job folder in {config.job_dir} on"
+        raise LaunchFailed(f"cannot make the job folder in {root} on"
                            f" {cluster.where} ({reason}): set job_dir in [providers.slurm]"
                            " to a folder you can write that the compute nodes see at the"
                            " same path") from None

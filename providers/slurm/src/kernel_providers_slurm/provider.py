@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 from typing import Any, ClassVar
@@ -144,9 +143,6 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
 
         status, out, _ = await cluster.run("squeue", "-h", "-u", getpass.getuser(), "-o",
                                            "%i|%j|%Z|%k")
-        root = self.config.job_dir
-        if cluster.login is None:
-            root = os.path.realpath(os.path.expanduser(root))
         removed = []
         for line in out.splitlines() if status == 0 else []:
             job_id, name, folder, comment = [*line.split("|", 3), "", "", ""][:4]
@@ -157,10 +153,10 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
             if not verify_tag(fields.get("owner", ""), name, stamp, kernel_id):
                 continue  # not ours: a look-alike comment, another user's or machine's
             if stamp_alive(stamp) is False and not claimed(f"slurm:{job_id}"):
-                # Its folder goes too: the job's working dir, if it is one of ours.
-                parent = posixpath.dirname(folder.rstrip("/"))
-                ours = (os.path.realpath(parent) if cluster.login is None else parent) \
-                    == root.rstrip("/") or parent.endswith(root.removeprefix("~"))
+                # Its folder goes too, if it is the one made for it: its name carries
+                # the token that ends the job's (verified) name.
+                ours = posixpath.basename(folder.rstrip("/")) == \
+                    "job-" + name.rsplit("-", 1)[-1]
                 await cancel_on(cluster, job_id, folder if ours else None)
                 where = f" on {cluster.where}" if cluster.login else ""
                 removed.append(f"Slurm job {job_id} ({kernel_id}){where}")
