@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -121,6 +122,7 @@ class Server:
              *(["--allow-root"] if os.getuid() == 0 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = ""  # its stderr, once stopped
 
     async def fetch(self, path: str) -> bytes:
         from tornado.httpclient import AsyncHTTPClient
@@ -192,6 +194,7 @@ class Server:
             self.process.kill()
             self.process.wait()
         if self.process.stderr is not None:
+            self.log = self.process.stderr.read().decode(errors="replace")
             self.process.stderr.close()
 
 
@@ -199,7 +202,9 @@ def _stdout(messages: list[dict[str, Any]]) -> str:
     return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
 
 
-def _lifecycle(jupyter_env: Path, tmp_path: Path, kernel_name: str) -> None:
+def _lifecycle(jupyter_env: Path, tmp_path: Path, kernel_name: str) -> str:
+    """Start, run, interrupt, restart and delete a kernel through a real server; the
+    server's log."""
     from kernel_providers.cli import main
 
     assert main(["jupyter", "enable"]) == 0
@@ -250,6 +255,7 @@ def _lifecycle(jupyter_env: Path, tmp_path: Path, kernel_name: str) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+    return server.log
 
 
 @pytest.mark.timeout(300)
@@ -271,7 +277,8 @@ def test_jupyter_server_lifecycle_of_a_docker_kernel(docker_kernel: str, jupyter
 def test_jupyter_server_lifecycle_of_a_slurm_kernel(jupyter_env: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel as a Slurm batch job, as JupyterLab drives it: start, run, interrupt,
-    restart, delete; nothing left in the queue."""
+    restart, delete; nothing left in the queue; the job's progress in the server's
+    log."""
     from kernel_providers_slurm.testing import slurm_cluster
 
     with slurm_cluster():
@@ -280,7 +287,8 @@ def test_jupyter_server_lifecycle_of_a_slurm_kernel(jupyter_env: Path, tmp_path:
         _allow(monkeypatch, "[providers.slurm]\n"
                + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
                + "[providers.slurm.profiles.lab]\ncpus = 1\n")
-        _lifecycle(jupyter_env, tmp_path, "slurm-lab")
+        log = _lifecycle(jupyter_env, tmp_path, "slurm-lab")
+        assert re.search(r"slurm/lab: Slurm job \d+: (PENDING|RUNNING)", log), log[-3000:]
         queue = subprocess.run(["squeue", "-h", "-o", "%Z"], capture_output=True,
                                text=True, check=True).stdout
         assert str(tmp_path / "jobs") not in queue, queue  # no job of this test is left

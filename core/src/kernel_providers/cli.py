@@ -24,6 +24,7 @@ from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
 from .ownership import remove_stale_files
+from .provider import PROGRESS_LOGGER
 from .switches import switched_on
 from .text import one_line
 
@@ -181,20 +182,43 @@ def _patient_while_shutting_down(loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signum, _err, "still shutting the kernel down; a moment")
 
 
-async def _spinner(text: str) -> None:
+class _Progress(logging.Handler):
+    """A launch's progress (``report_progress`` records): on a terminal the spinner's
+    live line, else one line on stderr per change."""
+
+    def __init__(self, kernel_id: str, live: bool) -> None:
+        super().__init__(logging.INFO)
+        self.kernel_id, self.live = kernel_id, live
+        self.text = f"starting {kernel_id} ..."
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = str(getattr(record, "progress", record.getMessage()))
+        if self.live:
+            self.text = f"starting {self.kernel_id} ... {message}"
+        else:
+            _err(f"{self.kernel_id}: {message}")
+
+
+async def _spinner(progress: _Progress) -> None:
     for frame in itertools.cycle("|/-\\"):
-        sys.stderr.write(f"\r{frame} {text}")
+        sys.stderr.write(f"\r\x1b[K{frame} {progress.text}")
         sys.stderr.flush()
         await asyncio.sleep(0.1)
 
 
 async def _start(finder: KernelFinder, kernel_id: str) -> KernelLauncher:
-    spinner = None
-    if sys.stderr.isatty():
-        spinner = asyncio.ensure_future(_spinner(f"starting {kernel_id} ..."))
+    progress = _Progress(kernel_id, sys.stderr.isatty())
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    # Shown here only, not also as a "warning:" line by the root handler.
+    logger.addHandler(progress)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    spinner = asyncio.ensure_future(_spinner(progress)) if progress.live else None
     try:
         return await finder.launch(kernel_id)
     finally:
+        logger.removeHandler(progress)
+        logger.propagate = True
         if spinner is not None:
             spinner.cancel()
             sys.stderr.write("\r\x1b[K")

@@ -1,8 +1,10 @@
-"""The provider base class, and how providers report problems while they discover."""
+"""The provider base class, and how providers report problems while they discover and
+progress while a launch waits."""
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -15,7 +17,10 @@ if TYPE_CHECKING:
 ConfigT = TypeVar("ConfigT")
 T = TypeVar("T")
 
-__all__ = ["KernelProvider", "report_problem"]
+__all__ = ["PROGRESS_LOGGER", "KernelProvider", "report_problem", "report_progress"]
+
+#: the logger a launch's progress is reported on (see report_progress)
+PROGRESS_LOGGER = "kernel_providers.progress"
 
 _problems: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "kernel_providers_problems", default=None)
@@ -31,6 +36,16 @@ def report_problem(message: str) -> None:
     problems = _problems.get()
     if problems is not None:
         problems.append(message)
+
+
+def report_progress(kernel_id: str, message: str, **fields: Any) -> None:
+    """Say how a launch is getting on while the user waits (a batch job's place in the
+    queue, say): an INFO record on the ``kernel_providers.progress`` logger with the
+    attributes ``kernel_id``, ``progress`` (``message``) and ``fields``. The CLI shows
+    the latest as its status line, the Jupyter bridge writes them to the server's log,
+    a Python program sees them through ``logging``."""
+    logging.getLogger(PROGRESS_LOGGER).info("%s: %s", kernel_id, message, extra={
+        "kernel_id": kernel_id, "progress": message, **fields})
 
 
 class KernelProvider(ABC, Generic[ConfigT]):

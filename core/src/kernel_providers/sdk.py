@@ -73,7 +73,7 @@ if TYPE_CHECKING:
         verify_tag,
     )
     from .protocol import heartbeat_answers
-    from .provider import KernelProvider, report_problem
+    from .provider import PROGRESS_LOGGER, KernelProvider, report_problem, report_progress
     from .text import one_line
     from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
 
@@ -101,7 +101,7 @@ _MODULES = {
     "orphans": ("Undo", "undo_if_orphaned"),
     "ownership": ("claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"),
     "protocol": ("heartbeat_answers",),
-    "provider": ("KernelProvider", "report_problem"),
+    "provider": ("PROGRESS_LOGGER", "KernelProvider", "report_problem", "report_progress"),
     "text": ("one_line",),
     "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
 }
@@ -109,6 +109,7 @@ _HOMES = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "PORT_NAMES",
+    "PROGRESS_LOGGER",
     "WATCH_LOST",
     "ConfigError",
     "ConnectionInfo",
@@ -149,6 +150,7 @@ __all__ = [
     "ready_seconds",
     "remove_connection_file",
     "report_problem",
+    "report_progress",
     "scan_kernel_dirs",
     "stamp_alive",
     "substitute_argv",

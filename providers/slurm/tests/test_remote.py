@@ -186,7 +186,7 @@ def test_login_host_that_does_not_answer(cluster_dir: Path, roots: dict[str, str
     """A login alias that leads nowhere: the error names it; nothing was submitted."""
     finder = finder_for(cluster_dir, roots, profiles={
         "nowhere": {"login": "kp-no-such-login.invalid", "partition": "remote"}})
-    with pytest.raises(KernelProviderError, match="kp-no-such-login.invalid"):
+    with pytest.raises(KernelProviderError, match=r"kp-no-such-login\.invalid"):
         asyncio.run(finder.launch("slurm/nowhere"))
 
 

@@ -5,6 +5,7 @@ machine), started by the nanny with this test run's Python."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import Config, ConfigError, KernelFinder, LaunchFailed
+from kernel_providers import Config, ConfigError, KernelDied, KernelFinder, LaunchFailed
 from kernel_providers.testing import ConformanceSuite, run_code
 
 
@@ -182,7 +183,7 @@ def full_tiny_partition(slurm_cluster: Path) -> Iterator[str]:
 def test_queue_wait_shows_progress_and_gives_up(job_dir: Path, full_tiny_partition: str,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     finder = finder_for(job_dir, queue_wait=2)
-    caplog.set_level(logging.INFO, logger="kernel_providers_slurm")
+    caplog.set_level(logging.INFO, logger="kernel_providers.progress")
     started = time.monotonic()
     with pytest.raises(LaunchFailed, match="still waits in the queue after 2 s") as failed:
         asyncio.run(finder.launch("slurm/tiny"))
@@ -197,7 +198,7 @@ def test_cancelling_a_queued_launch_cancels_the_job(job_dir: Path, full_tiny_par
                                                     caplog: pytest.LogCaptureFixture) -> None:
     """Ctrl-C (a cancelled task) while the job waits: scancel, nothing left."""
     finder = finder_for(job_dir)
-    caplog.set_level(logging.INFO, logger="kernel_providers_slurm")
+    caplog.set_level(logging.INFO, logger="kernel_providers.progress")
 
     async def scenario() -> None:
         launch = asyncio.ensure_future(finder.launch("slurm/tiny"))
@@ -295,5 +296,86 @@ def test_a_detached_job_is_reattached_by_another_process(job_dir: Path) -> None:
             assert out == "42\n"
         finally:
             assert await launcher.shutdown() == 0
+
+    asyncio.run(scenario())
+
+
+def test_cli_shows_the_queue_on_a_live_line(job_dir: Path, full_tiny_partition: str,
+                                            tmp_path: Path) -> None:
+    """`kernel-providers run` on a terminal: while the job waits, the status line says
+    its state and Slurm's reason; once it runs, the line is cleared and the code's
+    output follows."""
+    import pty
+    import select
+
+    from kernel_providers.testing import command_argv, command_environment
+
+    (tmp_path / "cli").mkdir()
+    env = command_environment(tmp_path / "cli", "kernelspec,environments,docker,ssh")
+    Path(env["KERNEL_PROVIDERS_CONFIG"]).write_text(textwrap.dedent(f"""
+        [providers.slurm]
+        job_dir = {json.dumps(str(job_dir))}
+        python = {json.dumps(sys.executable)}
+        poll_interval = 0.2
+        [providers.slurm.profiles.tiny]
+        partition = "tiny"
+        cpus = 1
+    """))
+    terminal, side = pty.openpty()
+    proc = subprocess.Popen(command_argv("run", "slurm/tiny", "--code", "print(6 * 7)"),
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=side, text=True)
+    os.close(side)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"PENDING (Resources)" not in shown and time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.5)[0]:
+                shown += os.read(terminal, 4096)
+        assert b"PENDING (Resources)" in shown, shown
+        subprocess.run(["scancel", full_tiny_partition], check=True)  # room: it starts
+        out, _ = proc.communicate(timeout=120)
+        with contextlib.suppress(OSError):
+            while select.select([terminal], [], [], 0.2)[0]:
+                shown += os.read(terminal, 4096)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(terminal)
+    assert proc.returncode == 0, shown.decode(errors="replace")
+    assert out.strip() == "42"
+    line = shown.decode(errors="replace")
+    assert "\r\x1b[K" in line and "starting slurm/tiny ... Slurm job" in line, line
+    assert line.endswith("\r\x1b[K"), repr(line[-80:])  # cleared before the output
+
+
+def test_a_bad_sbatch_option_is_sbatchs_error(job_dir: Path) -> None:
+    finder = finder_for(job_dir, profiles={"bad": {"sbatch_args": ["--no-such-option"]}})
+    with pytest.raises(LaunchFailed) as failed:
+        asyncio.run(finder.launch("slurm/bad"))
+    message = str(failed.value)
+    assert "Slurm refused the job of slurm/bad" in message
+    assert "no-such-option" in message and "sbatch_args" in message, message
+
+
+@pytest.mark.timeout(300)
+def test_the_time_limit_ends_the_kernel_and_says_so(job_dir: Path) -> None:
+    """Slurm's time limit (1 minute, its smallest) ends the job under a running kernel:
+    wait() returns the kernel's status, the output and the next request's error say
+    the time limit was reached and what to do; nothing is left."""
+    finder = finder_for(job_dir, profiles={"short": {"time": "1", "cpus": 1}})
+
+    async def scenario() -> None:
+        launcher = await finder.launch("slurm/short")
+        try:
+            status = await asyncio.wait_for(launcher.wait(), 200)
+            assert status in (-signal.SIGTERM, -signal.SIGKILL), status
+            assert "its time limit was reached: raise `time` in the profile" in \
+                launcher.output, launcher.output
+            with pytest.raises(KernelDied, match="time limit was reached"):
+                await launcher.execute("1")
+        finally:
+            await launcher.shutdown()
 
     asyncio.run(scenario())

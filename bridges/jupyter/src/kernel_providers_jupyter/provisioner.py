@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -18,6 +19,7 @@ from traitlets import Unicode
 
 from kernel_providers import ConnectionInfo, KernelLauncher, KernelProviderError, LaunchOptions
 from kernel_providers.blocking import run_in_background, run_sync
+from kernel_providers.sdk import PROGRESS_LOGGER
 
 from .errors import shown_to_clients
 from .shared import shared_finder
@@ -84,6 +86,35 @@ async def _start(kernel_id: str, options: LaunchOptions) -> KernelLauncher:
     launcher = await finder.launch(kernel_id, options, wait_ready=False)
     return await launcher.listening_or_cleaned_up(
         options.ready_timeout or finder.config.ready_timeout)
+
+
+class _Forward(logging.Handler):
+    """Progress records of one kernel type, as INFO lines of the server's log."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter[Any], kernel_id: str
+                 ) -> None:
+        super().__init__(logging.INFO)
+        self.log, self.kernel_id = log, kernel_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "kernel_id", None) == self.kernel_id:
+            self.log.info("%s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _progress_to(log: logging.Logger | logging.LoggerAdapter[Any],
+                 kernel_id: str) -> Any:
+    """While the block runs, ``kernel_id``'s launch progress (a queued batch job's
+    state, say) goes to the server's log, where the user who started it looks."""
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    handler = _Forward(log, kernel_id)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]
@@ -168,7 +199,8 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
         options = LaunchOptions(env=extra, cwd=kwargs.get("cwd"),
                                 extra_argv=list(kwargs.get("extra_arguments") or []),
                                 connection_info=self._requested_connection())
-        self.launcher = await _shown(_start(self.kernel_providers_id, options))
+        with _progress_to(self.log, self.kernel_providers_id):
+            self.launcher = await _shown(_start(self.kernel_providers_id, options))
         _track(self.launcher)
         info: dict[str, Any] = dict(self.launcher.connection_info)
         info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it

@@ -30,6 +30,7 @@ from kernel_providers.sdk import (
     process_stamp,
     ready_seconds,
     remove_connection_file,
+    report_progress,
     undo_if_orphaned,
 )
 from kernel_providers_ssh.launcher import forward_ports
@@ -126,6 +127,8 @@ class SlurmLauncher(WatchedLauncher):
             ended = await self.job.read("exit.json")
             if ended is not None:
                 await self._read_output()
+                if ended.get("terminated"):  # Slurm sent TERM: say why, if it was Slurm's
+                    await self._note_slurms_end()
                 self.ended_with(int(ended.get("status", -1)))
                 return
             if time.monotonic() - checked > 2.0:
@@ -140,6 +143,19 @@ class SlurmLauncher(WatchedLauncher):
                             self.ended_with(_status_of(state))
                             return
             await asyncio.sleep(every)
+
+    async def _note_slurms_end(self) -> None:
+        """Once the job has left the queue (moments after the kernel's end), note why
+        when Slurm ended it: a time limit, preemption, someone's scancel."""
+        with contextlib.suppress(Exception):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                state = await job_state(self.job.cluster, self.job.job_id)
+                if state is None or not state.live:
+                    if state is not None and state.state.split()[0] in SLURMS_ENDS:
+                        self._note(_ended_by_slurm(self.job.job_id, state))
+                    return
+                await asyncio.sleep(0.2)
 
     async def _read_output(self) -> None:
         data = await self.job.cluster.read(self.job.path("output.log"), self._tail)
@@ -219,14 +235,17 @@ async def _renew_lease(job: Job, seconds: float) -> None:
         await asyncio.sleep(max(seconds / 4, 0.5))
 
 
+#: how a job ends when Slurm, not its kernel, ends it (by its final state)
+SLURMS_ENDS = {"TIMEOUT": "its time limit was reached: raise `time` in the profile",
+               "CANCELLED": "it was cancelled (scancel, or an administrator)",
+               "NODE_FAIL": "its node failed", "PREEMPTED": "it was preempted",
+               "OUT_OF_MEMORY": "it ran out of memory: raise `mem` in the profile"}
+
+
 def _ended_by_slurm(job_id: str, state: JobState | None) -> str:
     if state is None:
         return f"Slurm no longer knows job {job_id}: it ended without its kernel's status"
-    what = {"TIMEOUT": "its time limit was reached: raise `time` in the profile",
-            "CANCELLED": "it was cancelled (scancel, or an administrator)",
-            "NODE_FAIL": "its node failed", "PREEMPTED": "it was preempted",
-            "OUT_OF_MEMORY": "it ran out of memory: raise `mem` in the profile"}
-    because = what.get(state.state.split()[0], f"its state is {state.state}")
+    because = SLURMS_ENDS.get(state.state.split()[0], f"its state is {state.state}")
     return f"Slurm ended job {job_id}: {because} (reason: {state.reason or 'none'})"
 
 
@@ -263,8 +282,8 @@ def batch_script(profile: SlurmProfile, python: str, folder: str) -> str:
 
 async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: SlurmConfig,
                     options: LaunchOptions, cluster: Cluster, pool: HostPool) -> SlurmLauncher:
-    """Submit the kernel's job to ``cluster``, wait for it in the queue (progress as log
-    records on ``kernel_providers_slurm``), then for its nanny to report, tunnel to its
+    """Submit the kernel's job to ``cluster``, wait for it in the queue (its progress
+    told with ``report_progress``), then for its nanny to report, tunnel to its
     node over SSH (``pool``) unless it runs here, and wait for the kernel to listen.
     Nothing is left behind if this raises, Ctrl-C included: the job is cancelled, the
     tunnel closed, the folder removed."""
@@ -367,12 +386,12 @@ async def _until_started(kernel_type: KernelType, job: Job,
         seen = (state.state, state.reason, state.start)
         if seen != last:
             last = seen
-            log.info("Slurm job %s of %s: %s%s%s", job.job_id, kernel_type.id, state.state,
-                     f" ({state.reason})" if state.reason and state.reason != "None" else "",
-                     f", expected to start {state.start}"
-                     if state.state == "PENDING" and state.start not in ("", "N/A") else "",
-                     extra={"slurm_job": job.job_id, "slurm_state": state.state,
-                            "slurm_reason": state.reason, "slurm_start": state.start})
+            reason = f" ({state.reason})" if state.reason not in ("", "None") else ""
+            start = f", expected to start {state.start}" if state.state == "PENDING" \
+                and state.start not in ("", "N/A", "Unknown") else ""
+            report_progress(kernel_type.id, f"Slurm job {job.job_id}: {state.state}{reason}"
+                            f"{start}", slurm_job=job.job_id, slurm_state=state.state,
+                            slurm_reason=state.reason, slurm_start=state.start)
         waited = time.monotonic() - submitted
         if config.queue_wait and state.state == "PENDING" and waited > config.queue_wait:
             raise LaunchFailed(

@@ -89,6 +89,7 @@ class Kernel:
         self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
         self.ending = 0.0  # when the end was asked for (TERM), 0 before
+        self.terminated = False  # Slurm sent TERM (a time limit, scancel, preemption)
 
     def group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -97,6 +98,7 @@ class Kernel:
     def forward(self, signum: int, frame: object) -> None:
         self.group(signum)
         if signum == signal.SIGTERM:  # Slurm ends the job
+            self.terminated = True
             self.end()
 
     def end(self) -> None:
@@ -171,7 +173,7 @@ def main(job_dir: str) -> int:
         with contextlib.suppress(OSError):
             remove(target)
     with contextlib.suppress(OSError):  # (the launcher may have removed the folder)
-        write(job_dir, "exit.json", {"status": status})
+        write(job_dir, "exit.json", {"status": status, "terminated": kernel.terminated})
     return status if 0 <= status < 256 else 128 - status
 
 
