@@ -225,3 +225,59 @@ def test_killed_launcher_login_job_is_cancelled(cluster_dir: Path,
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture
+def cluster_kernelspec(cluster_dir: Path) -> Iterator[str]:
+    """A kernelspec on the cluster's file system only (/shared/kernels): its name."""
+    name = f"kp-marker-{os.getpid()}"
+    folder = cluster_dir / "shared" / "kernels" / "kernels" / name
+    folder.mkdir(parents=True)
+    (folder / "kernel.json").write_text(json.dumps({
+        "argv": ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Marker", "language": "python",
+        "env": {"KP_SPEC_MARKER": "from-the-spec"}}))
+    try:
+        yield name
+    finally:
+        (folder / "kernel.json").unlink()
+        folder.rmdir()
+
+
+def test_the_clusters_kernelspecs_as_kernel_types(cluster_dir: Path, roots: dict[str, str],
+                                                  cluster_kernelspec: str) -> None:
+    """kernelspecs = true: the kernelspecs the login host sees after the profile's setup
+    lines are slurm/<profile>/<spec>, and one runs on a node with its spec's env."""
+    finder = finder_for(cluster_dir, roots, profiles={"specs": {
+        "login": "kplogin", "partition": "remote", "cpus": 1, "kernelspecs": True,
+        "setup": ["export JUPYTER_PATH=/shared/kernels"], "job_dir": roots["login"]}})
+
+    async def scenario() -> None:
+        kernels = {k.id: k for k in await finder.find_kernels(provider="slurm")}
+        kernel_id = f"slurm/specs/{cluster_kernelspec}"
+        assert {"slurm/specs", "slurm/specs/python3", kernel_id} <= set(kernels), kernels
+        assert kernels[kernel_id].display_name == "Marker (Slurm specs)"
+        assert kernels[kernel_id].metadata["slurm"]["kernelspec"] == cluster_kernelspec
+        launcher: Any = await finder.launch(kernel_id)
+        try:
+            out, _, _ = await run_code(launcher, "import os, socket; print(socket."
+                                       "gethostname(), os.environ['KP_SPEC_MARKER'])")
+            host, marker = out.split()
+            assert host in NODES and marker == "from-the-spec"
+        finally:
+            await launcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_kernelspecs_that_cannot_be_listed_are_a_problem(cluster_dir: Path,
+                                                         roots: dict[str, str]) -> None:
+    """The cluster's Python is not there: the profile itself stays listed, the
+    provider's report says why its kernelspecs are missing."""
+    finder = finder_for(cluster_dir, roots, python="/nonexistent/python3", profiles={
+        "nospecs": {"login": "kplogin", "kernelspecs": True}})
+    kernels = asyncio.run(finder.find_kernels(provider="slurm"))
+    assert "slurm/nospecs" in {k.id for k in kernels}
+    (report,) = [r for r in finder.reports if r.id == "slurm"]
+    assert any("could not list the cluster's kernelspecs on login host kplogin" in p
+               for p in report.problems), report

@@ -54,32 +54,34 @@ def ports_for(wanted: dict[str, int]) -> dict[str, int]:
     return {name: int(wanted.get(name) or free[i]) for i, name in enumerate(PORT_NAMES)}
 
 
-def kernel_argv(kernel: str | list[str]) -> list[str]:
-    """The argv of ``kernel``: an argv as is, an environment folder's Python with
-    ipykernel, or a kernelspec of this node (jupyter_client's, else python3 itself)."""
+def kernel_argv(kernel: str | list[str]) -> tuple[list[str], dict[str, str]]:
+    """The argv of ``kernel`` and the variables it sets: an argv as is, an environment
+    folder's Python with ipykernel, or a kernelspec of this node (jupyter_client's, else
+    python3 itself)."""
     if isinstance(kernel, list):
-        return list(kernel)
+        return list(kernel), {}
     ipykernel = ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
     if "/" in kernel:
-        return [os.path.join(os.path.expanduser(kernel), "bin", "python"), *ipykernel]
+        return [os.path.join(os.path.expanduser(kernel), "bin", "python"), *ipykernel], {}
     host = socket.gethostname()
     try:
         from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     except ImportError:
         if kernel in BARE_PYTHONS:
-            return [sys.executable, *ipykernel]
+            return [sys.executable, *ipykernel], {}
         raise LookupError(f"no kernelspec {kernel!r} on {host} (jupyter_client is not"
                           " installed there)") from None
     try:
-        argv = list(KernelSpecManager().get_kernel_spec(kernel).argv)
+        spec = KernelSpecManager().get_kernel_spec(kernel)
     except NoSuchKernel:
         if kernel in BARE_PYTHONS:
-            return [sys.executable, *ipykernel]
+            return [sys.executable, *ipykernel], {}
         raise LookupError(f"no kernelspec {kernel!r} on {host} (`jupyter kernelspec list`"
                           " there shows the names)") from None
+    argv = list(spec.argv)
     if argv and argv[0] in BARE_PYTHONS:  # as jupyter_client starts them
         argv[0] = sys.executable
-    return argv
+    return argv, {str(k): str(v) for k, v in (spec.env or {}).items()}
 
 
 class Kernel:
@@ -147,14 +149,14 @@ def main(job_dir: str) -> int:
         request = json.load(f)
     host = socket.gethostname()
     try:
-        argv = kernel_argv(request["kernel"])
+        argv, spec_env = kernel_argv(request["kernel"])
     except LookupError as exc:
         sys.stderr.write(f"kernel-providers: {exc}\n")
         write(job_dir, "exit.json", {"status": 2, "error": str(exc)})
         return 2
     ports = ports_for(request.get("ports") or {})
     path = connection_file(request, ports)
-    env = {**os.environ, **(request.get("env") or {})}
+    env = {**os.environ, **spec_env, **(request.get("env") or {})}
     cwd = request.get("cwd")
     try:
         kernel = Kernel([a.replace("{connection_file}", path) for a in argv], env,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import posixpath
+import shlex
 import shutil
 from typing import Any, ClassVar
 
@@ -10,12 +14,14 @@ from kernel_providers.sdk import (
     ConnectionInfo,
     KernelLauncher,
     KernelProvider,
+    KernelProviderError,
     KernelType,
     LaunchFailed,
     LaunchOptions,
     ProviderUnavailable,
     claim,
     claimed,
+    one_line,
     report_problem,
     stamp_alive,
     undo_if_orphaned,
@@ -30,6 +36,26 @@ from .jobs import cancel_on, job_state
 from .launcher import COMMENT_PREFIX, start_job
 
 __all__ = ["SlurmProvider"]
+
+# Run with the cluster's Python (stdlib + jupyter_client): the kernelspecs it sees.
+LIST_SPECS = """
+import json
+try:
+    from jupyter_client.kernelspec import KernelSpecManager
+except ImportError:
+    raise SystemExit("jupyter_client is not installed for this python")
+specs = KernelSpecManager().get_all_specs()
+print(json.dumps({name: {"display_name": s["spec"].get("display_name", name),
+                         "language": s["spec"].get("language", "")}
+                  for name, s in specs.items()}))
+"""
+
+
+def _summary(profile: SlurmProfile) -> dict[str, Any]:
+    """What a profile asks Slurm for, for clients to show."""
+    return {k: v for k, v in (("partition", profile.partition), ("time", profile.time),
+                              ("cpus", profile.cpus), ("mem", profile.mem),
+                              ("gres", profile.gres)) if v is not None}
 
 
 class SlurmProvider(KernelProvider[SlurmConfig]):
@@ -60,7 +86,8 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
 
     async def find_kernels(self) -> list[KernelType]:
         """The configured profiles (those submitting from this machine need Slurm's
-        commands on PATH; a login host is not asked until a launch)."""
+        commands on PATH; a login host is not asked until a launch, except by profiles
+        that list the cluster's kernelspecs)."""
         profiles = parse_profiles(self.config.profiles)
         local = [name for name, profile in profiles.items() if profile.login is None]
         self._profiles = {}
@@ -75,19 +102,51 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
             kernel = KernelType(
                 id=f"slurm/{name}", provider=self.id,
                 display_name=profile.display_name or f"Slurm {name}",
-                language=profile.language,
-                metadata={"slurm": {k: v for k, v in (
-                    ("partition", profile.partition), ("time", profile.time),
-                    ("cpus", profile.cpus), ("mem", profile.mem), ("gres", profile.gres))
-                    if v is not None}})
+                language=profile.language, metadata={"slurm": _summary(profile)})
             self._profiles[kernel.id] = profile
             kernels.append(kernel)
+            if profile.kernelspecs:
+                for spec_kernel, spec_profile in await self._cluster_specs(name, profile):
+                    self._profiles[spec_kernel.id] = spec_profile
+                    kernels.append(spec_kernel)
         if local and not kernels and len(local) == len(profiles):
             raise ProviderUnavailable(
                 "Slurm's sbatch is not on PATH: install Slurm's client commands (Debian:"
                 " slurm-client) with the cluster's configuration, or leave the provider"
                 " out with KERNEL_PROVIDERS_DISABLE=slurm")
         return kernels
+
+    async def _cluster_specs(self, name: str, profile: SlurmProfile
+                             ) -> list[tuple[KernelType, SlurmProfile]]:
+        """``slurm/<name>/<spec>`` for each kernelspec the cluster lists (run where
+        the profile submits, after its setup lines); problems are reported."""
+        cluster = self.cluster(profile.login)
+        script = "\n".join([*profile.setup, shlex.join([self.config.python, "-c",
+                                                         LIST_SPECS])])
+        try:
+            status, out, err = await cluster.run("sh", "-c", script)
+            specs = json.loads(out.strip().splitlines()[-1]) if status == 0 else None
+        except (KernelProviderError, OSError, ValueError, IndexError,
+                asyncio.TimeoutError, TimeoutError) as exc:
+            status, specs, err = -1, None, str(exc)
+        finally:
+            await cluster.close()
+        if not isinstance(specs, dict):
+            report_problem(f"slurm/{name}: could not list the cluster's kernelspecs on"
+                           f" {cluster.where}: {one_line(err.strip()) or 'no answer'};"
+                           " is jupyter_client installed for the profile's python there?")
+            return []
+        found = []
+        for spec, about in sorted(specs.items()):
+            if not isinstance(about, dict):
+                continue
+            kernel = KernelType(
+                id=f"slurm/{name}/{spec}", provider=self.id,
+                display_name=f"{about.get('display_name') or spec} (Slurm {name})",
+                language=str(about.get("language") or profile.language),
+                metadata={"slurm": {**_summary(profile), "kernelspec": spec}})
+            found.append((kernel, dataclasses.replace(profile, kernel=spec)))
+        return found
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Submit the kernel's job and return once the kernel listens on its node."""
