@@ -281,3 +281,45 @@ def test_kernelspecs_that_cannot_be_listed_are_a_problem(cluster_dir: Path,
     (report,) = [r for r in finder.reports if r.id == "slurm"]
     assert any("could not list the cluster's kernelspecs on login host kplogin" in p
                for p in report.problems), report
+
+
+@pytest.mark.parametrize("profile", ["node", "login"])
+def test_a_detached_remote_job_is_reattached(cluster_dir: Path, roots: dict[str, str],
+                                             profile: str) -> None:
+    """As a restarted Jupyter server does: one process detaches a kernel running on a
+    node and ends (its tunnel with it; past the lease, the job keeps running); another
+    re-attaches, which opens a tunnel on the same local ports, runs code, shuts down."""
+    config = json.dumps(remote_config(cluster_dir, roots, lease_seconds=2))
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
+            launcher = await finder.launch("slurm/{profile}")
+            await launcher.execute("x = 41")
+            launcher.detach()
+            print(json.dumps([launcher.attach_state(), dict(launcher.connection_info)]))
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state, info = json.loads(done.stdout)
+    assert state["login"] == ("kplogin" if profile == "login" else None)
+    time.sleep(3)  # longer than the lease: a held job would have ended by now
+    root = roots["login" if profile == "login" else "local"]
+    assert state["job_id"] in our_jobs(root)
+
+    async def scenario() -> None:
+        finder = finder_for(cluster_dir, roots, lease_seconds=2)
+        launcher: Any = await finder.attach(f"slurm/{profile}", state, info)
+        try:
+            assert launcher.tunnel is not None
+            assert {p: launcher.connection_info[p] for p in ("shell_port", "hb_port")} \
+                == {p: info[p] for p in ("shell_port", "hb_port")}
+            out, _, _ = await run_code(launcher, "print(x + 1)")
+            assert out == "42\n"
+        finally:
+            assert await launcher.shutdown() == 0
+
+    asyncio.run(scenario())

@@ -13,6 +13,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import threading
 from typing import TYPE_CHECKING, Any
 
 from kernel_providers.sdk import LaunchFailed, ProviderUnavailable
@@ -53,6 +54,28 @@ class Cluster:
     async def touch(self, path: str) -> None:
         """Set ``path``'s mtime to now."""
         raise NotImplementedError
+
+    def write_now(self, path: str, text: str) -> None:
+        """``write``, done before this returns, from any thread (in a thread of its
+        own with an event loop and connection of its own; errors are ignored: the
+        lease then runs out as if the write had not been asked for)."""
+        def write() -> None:
+            async def once() -> None:
+                cluster = self.fresh()
+                try:
+                    await cluster.write(path, text)
+                finally:
+                    await cluster.close()
+            with contextlib.suppress(Exception):
+                asyncio.run(once())
+
+        worker = threading.Thread(target=write, name="kernel-providers-slurm-write")
+        worker.start()
+        worker.join(COMMAND_SECONDS)
+
+    def fresh(self) -> Cluster:
+        """Another view of the same place, for another event loop."""
+        return LocalCluster()
 
     async def make_folder(self, root: str) -> str:
         """A fresh 0700 folder ``job-<random>`` in ``root`` (made, 0700, if missing)."""
@@ -204,6 +227,9 @@ class LoginCluster(Cluster):
     async def remove_tree(self, path: str) -> None:
         with contextlib.suppress(Exception):
             await (await self._sftp()).rmtree(path, ignore_errors=True)
+
+    def fresh(self) -> Cluster:
+        return LoginCluster(self.pool, self.alias)
 
     def reaper_kwargs(self) -> dict[str, Any]:
         config = self.pool.config

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from kernel_providers_ssh.hosts import HostPool
 
-__all__ = ["COMMENT_PREFIX", "Job", "SlurmLauncher", "Tunnel", "start_job"]
+__all__ = ["COMMENT_PREFIX", "Job", "SlurmLauncher", "Tunnel", "reach", "start_job"]
 
 log = logging.getLogger("kernel_providers_slurm")
 
@@ -112,7 +112,6 @@ class SlurmLauncher(WatchedLauncher):
         self.job, self.config, self.tunnel = job, config, tunnel
         self._tail = 0
         self._claim_file: Path | None = None
-        self._detaching: asyncio.Future[None] | None = None
         self._watch = asyncio.ensure_future(self._follow())
         self._lease = asyncio.ensure_future(_renew_lease(job, config.lease_seconds))
 
@@ -191,8 +190,9 @@ class SlurmLauncher(WatchedLauncher):
         process re-attaches; `kernel-providers cleanup` ends it if none does."""
         super().detach()
         self._lease.cancel()
-        self._detaching = asyncio.ensure_future(
-            self.job.cluster.write(self.job.path("lease"), DETACHED))
+        # Written before this returns: the caller may end its process (and its event
+        # loop) right after, and it may call from another thread than the launcher's.
+        self.job.cluster.write_now(self.job.path("lease"), DETACHED)
 
     def hold_claim(self, claim_file: Path) -> None:
         """Keep ``claim_file`` (this process re-attached to the job) until cleanup."""
@@ -315,20 +315,8 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
                               batch_script(profile, config.python, folder), kernel_type.id)
         job = Job(job_id, folder, cluster)
         started = await _until_started(kernel_type, job, config)
-        ports = {p: int(v) for p, v in started["ports"].items()}
-        host, node = str(started.get("host", "")), str(started.get("node") or "")
-        if cluster.login is None and _is_this_machine(host):
-            reachable = {**info, **ports, "ip": "127.0.0.1"}
-        else:
-            address = await cluster.node_address(node or host)
-            tunnel = Tunnel(pool, address, cluster.login,
-                            await pool.acquire(address, via=cluster.login))
-            wanted = reuse if all(reuse.get(p) for p in PORT_NAMES) else None
-            reachable = {**info, **await forward_ports(
-                tunnel.conn, ports, wanted, f"node {node or host} ({address})",
-                kernel_type.id, tunnel.listeners)}
-            log.debug("%s: job %s on node %s, tunnelled over SSH to %s", kernel_type.id,
-                      job_id, node or host, address)
+        wanted = reuse if all(reuse.get(p) for p in PORT_NAMES) else None
+        reachable, tunnel = await reach(job, started, info, wanted, pool, kernel_type.id)
         client_info, path, owned = client_connection(kernel_type, options, reachable,
                                                      dictated)
         try:
@@ -352,6 +340,32 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
         raise
     await launcher.listening_or_cleaned_up(ready_seconds(options))
     return launcher
+
+
+async def reach(job: Job, started: dict[str, Any], info: dict[str, Any],
+                wanted: dict[str, Any] | None, pool: HostPool, kernel_id: str
+                ) -> tuple[dict[str, Any], Tunnel | None]:
+    """The kernel's connection info as reachable from here, from its nanny's
+    ``started`` report: its node's loopback ports if the node is this machine, else
+    local forwards (on the ``wanted`` ports, if given) through an SSH tunnel to the
+    node, opened through the login host if the job was submitted there."""
+    ports = {p: int(v) for p, v in started["ports"].items()}
+    host, node = str(started.get("host", "")), str(started.get("node") or "")
+    if job.cluster.login is None and _is_this_machine(host):
+        return {**info, **ports, "ip": "127.0.0.1"}, None
+    address = await job.cluster.node_address(node or host)
+    tunnel = Tunnel(pool, address, job.cluster.login,
+                    await pool.acquire(address, via=job.cluster.login))
+    try:
+        forwarded = await forward_ports(tunnel.conn, ports, wanted,
+                                        f"node {node or host} ({address})", kernel_id,
+                                        tunnel.listeners)
+    except BaseException:
+        await tunnel.close()
+        raise
+    log.debug("%s: job %s on node %s, tunnelled over SSH to %s", kernel_id, job.job_id,
+              node or host, address)
+    return {**info, **forwarded}, tunnel
 
 
 async def _job_folder(cluster: Cluster, root: str) -> str:

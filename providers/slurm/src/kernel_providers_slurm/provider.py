@@ -8,7 +8,7 @@ import json
 import posixpath
 import shlex
 import shutil
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from kernel_providers.sdk import (
     ConnectionInfo,
@@ -157,7 +157,7 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
     async def attach(self, kernel_type: KernelType, state: dict[str, Any],
                      connection_info: ConnectionInfo) -> KernelLauncher:
         """Re-attach to a running job (``state`` from SlurmLauncher.attach_state)."""
-        from .launcher import Job, SlurmLauncher
+        from .launcher import Job, SlurmLauncher, reach
 
         login = state.get("login")
         cluster = self.cluster(str(login) if login else None)
@@ -169,9 +169,17 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
             raise LaunchFailed(f"Slurm job {job.job_id} of {kernel_type.id} is"
                                f" {status.state if status else 'gone'}; start the kernel"
                                " again")
-        path = write_connection_file(connection_info)
-        launcher = SlurmLauncher(kernel_type, connection_info, str(path), LaunchOptions(),
-                                 job, self.config)
+        started = await job.read("started.json") or {}
+        try:
+            reachable, tunnel = await reach(job, started, dict(connection_info),
+                                            dict(connection_info), self.pool,
+                                            kernel_type.id)
+        except BaseException:
+            await cluster.close()
+            raise
+        path = write_connection_file(cast(ConnectionInfo, reachable))
+        launcher = SlurmLauncher(kernel_type, reachable, str(path), LaunchOptions(),
+                                 job, self.config, tunnel)
         # Its comment names the launcher that submitted it: say that we own it now.
         launcher.hold_claim(claim(f"slurm:{job.job_id}"))
         launcher.cancel_at_cleanup(undo_if_orphaned({
