@@ -43,6 +43,8 @@ class SlurmProfile:
     #: the jobs' folder for this profile (default: [providers.slurm] job_dir); with
     #: login, a path on the cluster ("~/..." is the home there)
     job_dir: str | None = None
+    #: the nodes' Python that runs our nanny (default: [providers.slurm] python)
+    python: str | None = None
     #: also list the cluster's kernelspecs (as the login host, or this machine, sees
     #: them after the setup lines) as slurm/<profile>/<spec>, each run on a node
     kernelspecs: bool = False

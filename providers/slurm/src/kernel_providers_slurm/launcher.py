@@ -311,8 +311,9 @@ async def start_job(kernel_type: KernelType, profile: SlurmProfile, config: Slur
                                             **cluster.reaper_kwargs()}})
         tag = owner_tag(name, stamp, kernel_type.id)
         comment = f"{COMMENT_PREFIX} launcher={stamp} kernel={kernel_type.id} owner={tag}"
+        script = batch_script(profile, profile.python or config.python, folder)
         job_id = await submit(cluster, sbatch_options(profile, name, comment, folder),
-                              batch_script(profile, config.python, folder), kernel_type.id)
+                              script, kernel_type.id)
         job = Job(job_id, folder, cluster)
         started = await _until_started(kernel_type, job, config)
         wanted = reuse if all(reuse.get(p) for p in PORT_NAMES) else None

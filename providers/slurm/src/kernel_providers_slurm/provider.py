@@ -121,7 +121,7 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
         """``slurm/<name>/<spec>`` for each kernelspec the cluster lists (run where
         the profile submits, after its setup lines); problems are reported."""
         cluster = self.cluster(profile.login)
-        script = "\n".join([*profile.setup, shlex.join([self.config.python, "-c",
+        script = "\n".join([*profile.setup, shlex.join([profile.python or self.config.python, "-c",
                                                          LIST_SPECS])])
         try:
             status, out, err = await cluster.run("sh", "-c", script)
