@@ -33,6 +33,18 @@ REPO = Path(__file__).resolve().parents[1]
 NAMES = ["shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"]
 
 
+async def written(path: Path) -> Any:
+    """The connection file ipykernel writes, polled for as people do."""
+    while True:
+        try:
+            info: Any = json.loads(path.read_text())
+            if all(info.get(n) for n in NAMES):
+                return info
+        except (OSError, ValueError):
+            pass
+        await asyncio.sleep(0.05)
+
+
 async def by_hand(folder: Path) -> float:
     """sbatch --wrap ipykernel, poll for its connection file, wait for kernel_info."""
     path = folder / f"kernel-{time.monotonic_ns()}.json"
@@ -43,14 +55,7 @@ async def by_hand(folder: Path) -> float:
         capture_output=True, text=True, check=True)
     job = done.stdout.strip().split(";")[0]
     try:
-        while True:
-            try:
-                info: Any = json.loads(path.read_text())
-                if all(info.get(n) for n in NAMES):
-                    break
-            except (OSError, ValueError):
-                pass
-            await asyncio.sleep(0.05)
+        info = await written(path)
         async with KernelConnection(info) as conn:
             await conn.wait_ready(120, lambda: True)
             elapsed = time.perf_counter() - start
@@ -71,14 +76,7 @@ async def by_hand_remote(folder: Path, ssh: Path) -> float:
     job = done.stdout.strip().split(";")[0]
     tunnel = None
     try:
-        while True:
-            try:
-                info: Any = json.loads(path.read_text())
-                if all(info.get(n) for n in NAMES):
-                    break
-            except (OSError, ValueError):
-                pass
-            await asyncio.sleep(0.05)
+        info = await written(path)
         node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True,
                               text=True, check=True).stdout.strip()
         shown = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True,

@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from kernel_providers import Config, KernelFinder, KernelProviderError
 from kernel_providers.testing import ConformanceSuite, run_code, unavailable
+from kernel_providers_slurm.testing import detached_elsewhere, launching_process
 
 NODES = {"kpnode2", "kpnode3"}
 EXITS = ["python3", "-c", "print('slurm-exits-marker'); raise SystemExit(3)"]
@@ -194,22 +193,8 @@ def test_killed_launcher_login_job_is_cancelled(cluster_dir: Path,
                                                 roots: dict[str, str]) -> None:
     """The launching process SIGKILLed: its reaper cancels the job through the login
     host within 5 s and removes its folder there."""
-    config = json.dumps(remote_config(cluster_dir, roots))
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
-        async def main():
-            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
-            launcher = await finder.launch("slurm/login")
-            print(launcher.job.job_id, flush=True)
-            await asyncio.sleep(3600)
-        asyncio.run(main())
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            text=True)
+    proc, job_id = launching_process(remote_config(cluster_dir, roots), "slurm/login")
     try:
-        assert proc.stdout is not None
-        job_id = proc.stdout.readline().strip()
         assert job_id in our_jobs(roots["login"])
         proc.kill()
         proc.wait(10)
@@ -289,22 +274,8 @@ def test_a_detached_remote_job_is_reattached(cluster_dir: Path, roots: dict[str,
     """As a restarted Jupyter server does: one process detaches a kernel running on a
     node and ends (its tunnel with it; past the lease, the job keeps running); another
     re-attaches, which opens a tunnel on the same local ports, runs code, shuts down."""
-    config = json.dumps(remote_config(cluster_dir, roots, lease_seconds=2))
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
-        async def main():
-            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
-            launcher = await finder.launch("slurm/{profile}")
-            await launcher.execute("x = 41")
-            launcher.detach()
-            print(json.dumps([launcher.attach_state(), dict(launcher.connection_info)]))
-        asyncio.run(main())
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    state, info = json.loads(done.stdout)
+    state, info = detached_elsewhere(remote_config(cluster_dir, roots, lease_seconds=2),
+                                     f"slurm/{profile}")
     assert state["login"] == ("kplogin" if profile == "login" else None)
     time.sleep(3)  # longer than the lease: a held job would have ended by now
     root = roots["login" if profile == "login" else "local"]

@@ -59,24 +59,10 @@ def slurm_config(job_dir: Path, **extra: Any) -> dict[str, Any]:
 
 def launching_process(job_dir: Path, reaper: bool = True,
                       **extra: Any) -> tuple[subprocess.Popen[str], str]:
-    """A process that launches slurm/py and sleeps (KERNEL_PROVIDERS_NO_REAPER unless
-    ``reaper``); it and its kernel's job id."""
-    config = json.dumps(slurm_config(job_dir, **extra))
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
-        async def main():
-            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
-            launcher = await finder.launch("slurm/py")
-            print(launcher.job.job_id, flush=True)
-            await asyncio.sleep(3600)
-        asyncio.run(main())
-    """)
-    env = {**os.environ, **({} if reaper else {"KERNEL_PROVIDERS_NO_REAPER": "1"})}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            text=True, env=env)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+    """A process that launches slurm/py and sleeps (see testing.launching_process)."""
+    from kernel_providers_slurm.testing import launching_process
+
+    return launching_process(slurm_config(job_dir, **extra), "slurm/py", reaper)
 
 
 def ended(proc: subprocess.Popen[str]) -> None:
@@ -270,21 +256,9 @@ def test_a_detached_job_is_reattached_by_another_process(job_dir: Path) -> None:
     """As a restarted Jupyter server does: the launching process detaches the kernel and
     ends (past the lease: a detached job keeps running); another process re-attaches
     from attach_state and the connection info, runs code, and shuts it down."""
-    config = json.dumps(slurm_config(job_dir, lease_seconds=2))
-    script = textwrap.dedent(f"""
-        import asyncio, json
-        from kernel_providers import Config, KernelFinder
-        async def main():
-            finder = KernelFinder(Config(providers={{"slurm": json.loads({config!r})}}))
-            launcher = await finder.launch("slurm/py")
-            await launcher.execute("x = 41")
-            launcher.detach()
-            print(json.dumps([launcher.attach_state(), dict(launcher.connection_info)]))
-        asyncio.run(main())
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=True)
-    state, info = json.loads(done.stdout)
+    from kernel_providers_slurm.testing import detached_elsewhere
+
+    state, info = detached_elsewhere(slurm_config(job_dir, lease_seconds=2), "slurm/py")
     time.sleep(3)  # longer than the lease: a held job would have ended by now
     assert state["job_id"] in our_jobs(job_dir.parent)
 

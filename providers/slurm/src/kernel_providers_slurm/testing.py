@@ -6,15 +6,19 @@ wheel: it serves this repository's tests."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from kernel_providers.testing import unavailable
 
-__all__ = ["slurm_cluster"]
+__all__ = ["detached_elsewhere", "launching_process", "slurm_cluster"]
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -59,3 +63,49 @@ def _alive(pid_file: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def detached_elsewhere(config: dict[str, Any], kernel_id: str
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """As a Jupyter server that persists its kernels, in a process of its own: launch
+    ``kernel_id`` with ``[providers.slurm]`` = ``config``, run ``x = 41``, detach and
+    end. The launcher's attach state and connection info."""
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({json.dumps(config)!r})}}))
+            launcher = await finder.launch({kernel_id!r})
+            await launcher.execute("x = 41")
+            launcher.detach()
+            print(json.dumps([launcher.attach_state(), dict(launcher.connection_info)]))
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"the detaching process failed: {done.stderr[-3000:]}")
+    state, info = json.loads(done.stdout)
+    return dict(state), dict(info)
+
+
+def launching_process(config: dict[str, Any], kernel_id: str, reaper: bool = True
+                      ) -> tuple[subprocess.Popen[str], str]:
+    """A process that launches ``kernel_id`` with ``[providers.slurm]`` = ``config``
+    and sleeps (KERNEL_PROVIDERS_NO_REAPER unless ``reaper``); it and its kernel's job
+    id. The caller ends it."""
+    script = textwrap.dedent(f"""
+        import asyncio, json
+        from kernel_providers import Config, KernelFinder
+        async def main():
+            finder = KernelFinder(Config(providers={{"slurm": json.loads({json.dumps(config)!r})}}))
+            launcher = await finder.launch({kernel_id!r})
+            print(launcher.job.job_id, flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    env = {**os.environ, **({} if reaper else {"KERNEL_PROVIDERS_NO_REAPER": "1"})}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
