@@ -24,6 +24,7 @@ from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
 from .ownership import remove_stale_files
+from .pool_cli import add_pool_commands
 from .provider import PROGRESS_LOGGER
 from .switches import switched_on
 from .text import one_line
@@ -56,12 +57,14 @@ def _one_line_warnings() -> None:
 _finder: KernelFinder | None = None
 
 
-def _make_finder() -> KernelFinder:
-    """The command's one finder (and so one plugin manager), made on first use."""
+def _make_finder(pool: bool = False) -> KernelFinder:
+    """The command's one finder (and so one plugin manager), made on first use; it holds
+    a pool only for ``pool serve`` (other commands are short-lived: they ask the pool
+    service)."""
     global _finder
     if _finder is None:
         try:
-            _finder = KernelFinder()
+            _finder = KernelFinder(pool=pool)
         except ConfigError as exc:
             raise _Exit(EXIT_USAGE, f"error: {exc}") from None
     return _finder
@@ -330,7 +333,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
 # --- entry point -------------------------------------------------------------------------
 
 
-BUILTIN_COMMANDS = {"list", "providers", "info", "run", "launch", "cleanup"}
+BUILTIN_COMMANDS = {"list", "providers", "info", "run", "launch", "cleanup", "pool"}
 
 
 def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
@@ -371,6 +374,7 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the connection info as JSON too")
     p.set_defaults(handler=cmd_launch)
+    add_pool_commands(sub)
     if with_plugins:
         _plugin_commands(sub)
     return parser

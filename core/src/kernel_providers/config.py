@@ -53,6 +53,8 @@ class Config:
     ready_timeout: float = 60.0
     disable: list[str] = field(default_factory=list)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the raw ``[pool]`` table (see kernel_providers.pool.PoolSettings)
+    pool: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     def provider_table(self, provider_id: str) -> dict[str, Any]:
@@ -87,8 +89,12 @@ def load_config(path: Path | str | None = None) -> Config:
             isinstance(v, dict) for v in providers.values()):
         raise ConfigError(f"{path}: [providers] must hold one table per provider,"
                           " e.g. [providers.spec]")
-    config: Config = build_options(Config, data, str(path), skip={"providers", "path"})
-    config.providers, config.path = providers, path
+    pool = data.pop("pool", {})
+    if not isinstance(pool, dict):
+        raise ConfigError(f'{path}: [pool] must be a table, e.g. [pool."venv/myproj"]')
+    config: Config = build_options(Config, data, str(path),
+                                   skip={"providers", "pool", "path"})
+    config.providers, config.pool, config.path = providers, pool, path
     return config
 
 

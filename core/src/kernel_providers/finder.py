@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -17,7 +18,10 @@ from .exec_plans import standard_inputs
 from .launcher import KernelLauncher
 from .local import exec_plan_inputs
 from .manager import PluginError, ProviderManager, env_disabled
+from .pool import KernelPool, parse_pool
+from .pool import adaptable as pool_adaptable
 from .provider import KernelProvider, _deadline, _problems
+from .switches import switched_off
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["KernelFinder", "ProviderReport"]
@@ -72,11 +76,13 @@ class KernelFinder:
     Plugins come from the ``kernel_providers`` entry points (unless ``autoload`` is
     false or ``KERNEL_PROVIDERS_NO_AUTOLOAD`` is set) and from ``plugins`` /
     :meth:`register`. Discovery asks every provider concurrently, each under
-    ``discovery_timeout``; results are cached for ``cache_ttl`` seconds.
+    ``discovery_timeout``; results are cached for ``cache_ttl`` seconds. ``launch``
+    hands out a ready kernel when this user's pool service or this finder's own pool
+    (``[pool]`` in the config, unless ``pool`` is false) has one.
     """
 
     def __init__(self, config: Config | None = None, *, autoload: bool = True,
-                 plugins: Iterable[Any] = ()) -> None:
+                 plugins: Iterable[Any] = (), pool: bool = True) -> None:
         self.config = config if config is not None else load_config()
         self.disabled = env_disabled() | set(self.config.disable)
         self.manager = ProviderManager()
@@ -85,6 +91,10 @@ class KernelFinder:
         self._cache: dict[str, _Discovery] = {}
         self._running: dict[str, asyncio.Future[_Discovery]] = {}
         self._asking: dict[str, _Asking] = {}
+        #: the warm pool ([pool] in the config; not with ``pool=False``: a short-lived
+        #: process only asks the pool service), or None
+        self.pool = KernelPool(self, parse_pool(self.config.pool)) \
+            if self.config.pool and pool else None
         if autoload:
             self.manager.load_entry_points(self.disabled)
         for plugin in plugins:
@@ -296,8 +306,33 @@ class KernelFinder:
         Routes by the id's provider prefix; applies the ``kernel_launch_options``
         hooks; on any failure the launch is cleaned up before the error propagates.
         """
+        pooled = await self._pooled(kernel_id, options)
+        if pooled is not None:
+            self._observe("kernel_started", launcher=pooled)
+            return pooled
         kernel_type = await self.get_kernel_type(kernel_id)
         return await self._launch(kernel_type, options, wait_ready)
+
+    async def _pooled(self, kernel_id: str,
+                      options: LaunchOptions | None) -> KernelLauncher | None:
+        """A ready kernel from this user's pool service (asked without discovery here:
+        the service knows its kernel types), else from this process's pool."""
+        if pool_adaptable(options) and not switched_off("KERNEL_PROVIDERS_POOL"):
+            from .pool_service import take
+
+            asked = options or LaunchOptions()
+            launcher = await take(kernel_id, asked.cwd or os.getcwd(), dict(asked.env))
+            if launcher is not None:
+                launcher.managed_by(self)  # a restart starts it here, cold
+                return launcher
+        if self.pool is not None:
+            return await self.pool.take(await self.get_kernel_type(kernel_id), options)
+        return None
+
+    async def start_unpooled(self, kernel_type: KernelType,
+                             options: LaunchOptions | None) -> KernelLauncher:
+        """Start ``kernel_type`` (ready), not asking the pool: how the pool fills."""
+        return await self._launch(kernel_type, options, True)
 
     async def _launch(self, kernel_type: KernelType, options: LaunchOptions | None,
                       wait_ready: bool) -> KernelLauncher:

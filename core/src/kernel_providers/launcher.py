@@ -350,6 +350,20 @@ class KernelLauncher(ABC):
                 raise KernelDied(f"kernel {self.kernel_type.id!r} ended while running code",
                                  self.output, self.poll()) from None
 
+    async def execute_silently(self, code: str, timeout: float | None = 30.0) -> Message:
+        """Run ``code`` as Jupyter's silent request (no history, no execution count, no
+        output broadcast as the code's); the execute_reply. Leaves no connection open."""
+        async with self._execute_lock:
+            conn = await self._execute_connection()
+            try:
+                return await conn.execute(code, None, timeout, silent=True,
+                                          is_alive=lambda: self.poll() is None)
+            except ConnectionAbortedError:
+                raise KernelDied(f"kernel {self.kernel_type.id!r} ended while running code",
+                                 self.output, self.poll()) from None
+            finally:
+                self.close_connection()
+
     async def interrupt(self) -> None:
         """Interrupt what the kernel is doing, honouring its ``interrupt_mode``.
 

@@ -334,8 +334,11 @@ class KernelConnection:
 
     async def execute(self, code: str, on_output: OutputCallback | None = None,
                       timeout: float | None = None,
-                      is_alive: Callable[[], bool] | None = None) -> Message:
+                      is_alive: Callable[[], bool] | None = None,
+                      silent: bool = False) -> Message:
         """Run ``code``; pass every iopub message it causes to ``on_output``.
+        ``silent``: as Jupyter's silent request (no history, no execution count, no
+        broadcast of the code).
 
         Returns the ``execute_reply`` once the kernel is idle again. Raises
         ``TimeoutError`` after ``timeout`` and ``ConnectionAbortedError`` if the kernel
@@ -348,7 +351,7 @@ class KernelConnection:
         idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         handle = _execution_output(idle, on_output)
         sent = self.session.message("execute_request", {
-            "code": code, "silent": False, "store_history": True,
+            "code": code, "silent": silent, "store_history": not silent,
             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
         })
         msg_id = sent["header"]["msg_id"]

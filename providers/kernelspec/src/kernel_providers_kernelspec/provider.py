@@ -121,6 +121,15 @@ class KernelSpecProvider(KernelProvider[KernelSpecConfig]):
         self._specs = specs
         return [self._kernel_type(spec) for spec in specs.values()]
 
+    def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
+        """The searched folders (a kernelspec added before this one wins) and the
+        kernelspec's folder and kernel.json (see the base class)."""
+        spec = self._specs.get(kernel_type.name)
+        if spec is None or alias_of(spec) is not None:
+            return None
+        folder = spec.resource_dir
+        return [*map(str, self.kernel_dirs()), str(folder), str(folder / "kernel.json")]
+
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernelspec's argv as a local process."""
         spec = self.listed(self._specs, kernel_type, kernel_type.name)

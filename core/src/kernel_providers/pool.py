@@ -1,0 +1,336 @@
+"""A warm pool: kernels started before anyone asks, each handed out once.
+
+Configured by the ``[pool]`` table (see :class:`PoolSettings`); lives in the process
+that holds the :class:`~kernel_providers.KernelFinder` (a Jupyter server with the
+bridge, a Python program, the per-user pool service). A pooled kernel is an ordinary
+launcher of that process: it ends with it, like any kernel it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .config import build_options
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .finder import KernelFinder
+    from .launcher import KernelLauncher
+    from .types import KernelType, LaunchOptions
+
+__all__ = ["KernelPool", "PoolSettings", "PoolTypeSettings", "adaptable", "parse_pool"]
+
+log = logging.getLogger(__name__)
+
+# Variables a running interpreter reads only at its start: a request that sets one
+# cannot be served by a kernel that is already running.
+_START_ONLY = ("PYTHON", "LD_", "DYLD_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "JUPYTER_")
+
+
+@dataclass
+class PoolTypeSettings:
+    """``[pool."<kernel id>"]``: how many of that kernel type to keep ready."""
+
+    #: kernels kept ready
+    size: int = 1
+    #: seconds a pooled kernel may wait unused before it is stopped (0: no limit)
+    idle_timeout: float = 0.0
+
+
+@dataclass
+class PoolSettings:
+    """``[pool]``: kernel types to keep ready and the limits."""
+
+    #: pooled kernels across all kernel types, at most
+    cap: int = 4
+    #: also keep one ready of each kernel type among the last ``recent`` started
+    #: (0: only the configured ones)
+    recent: int = 0
+    #: idle_timeout of the kernel types that do not set their own
+    idle_timeout: float = 0.0
+    types: dict[str, PoolTypeSettings] = field(default_factory=dict)
+
+
+def parse_pool(table: dict[str, Any], where: str = "[pool]") -> PoolSettings:
+    """``[pool]`` checked: its keys, and a table per kernel id."""
+    kinds = {k: v for k, v in table.items() if isinstance(v, dict)}
+    settings: PoolSettings = build_options(
+        PoolSettings, {k: v for k, v in table.items() if k not in kinds}, where,
+        skip={"types"})
+    for kernel_id, sub in kinds.items():
+        if "/" not in kernel_id:
+            raise ConfigError(f'{where}: "{kernel_id}" is not a kernel id (provider/name);'
+                              ' write [pool."venv/myproj"], with the quotes')
+        kind: PoolTypeSettings = build_options(
+            PoolTypeSettings, sub, f'[pool."{kernel_id}"]')
+        if "idle_timeout" not in sub:
+            kind.idle_timeout = settings.idle_timeout
+        settings.types[kernel_id] = kind
+    return settings
+
+
+@dataclass
+class _Pooled:
+    launcher: KernelLauncher
+    stamp: str
+    since: float
+
+
+@dataclass
+class _Counts:
+    hits: int = 0
+    misses: int = 0
+    started: int = 0
+    failed: int = 0
+    last_error: str = ""
+    last_miss: str = ""
+
+
+class KernelPool:
+    """Kernels of the configured types started ahead of need (in the background, on
+    the event loop that first asks), handed out by :meth:`take` once each."""
+
+    def __init__(self, finder: KernelFinder, settings: PoolSettings) -> None:
+        self.finder, self.settings = finder, settings
+        self._ready: dict[str, list[_Pooled]] = {}
+        self._starting: dict[str, int] = {}
+        self._recent: deque[str] = deque(maxlen=max(settings.recent, 0))
+        self._counts: dict[str, _Counts] = {}
+        self._tasks: set[asyncio.Future[None]] = set()  # starts, expiries, shutdowns
+        self._starts: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # --- what to hold ----------------------------------------------------------------
+
+    def wanted(self) -> dict[str, int]:
+        """Kernel id -> how many to keep ready."""
+        sizes = {k: t.size for k, t in self.settings.types.items()}
+        for kernel_id in self._recent:
+            sizes.setdefault(kernel_id, 1)
+        return sizes
+
+    def held(self) -> int:
+        """Kernels ready or starting."""
+        return sum(map(len, self._ready.values())) + sum(self._starting.values())
+
+    def fill(self) -> None:
+        """Start (in the background) what is missing, within the cap."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        if loop is not self._loop:  # a kernel belongs to the loop that started it
+            return
+        for kernel_id, size in self.wanted().items():
+            while len(self._ready.get(kernel_id, [])) + self._starting.get(kernel_id, 0) \
+                    < size and self.held() < self.settings.cap:
+                if self._count(kernel_id).failed >= 3:
+                    break  # it keeps failing: no tight loop of failing starts
+                self._starting[kernel_id] = self._starting.get(kernel_id, 0) + 1
+                task = asyncio.ensure_future(self._start_one(kernel_id))
+                self._tasks.add(task)
+                self._starts.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._starts.discard)
+
+    async def filled(self) -> None:
+        """Wait until the starts under way are done (ready or failed)."""
+        self.fill()
+        while self._starts:
+            await asyncio.gather(*list(self._starts), return_exceptions=True)
+
+    async def _start_one(self, kernel_id: str) -> None:
+        counts = self._count(kernel_id)
+        try:
+            kernel_type = await self.finder.get_kernel_type(kernel_id)
+            launcher = await self.finder.start_unpooled(kernel_type, None)
+        except Exception as exc:  # reported in status; a user's launch says it too
+            counts.failed += 1
+            counts.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("pool: could not start %s: %s", kernel_id, counts.last_error)
+            return
+        finally:
+            self._starting[kernel_id] -= 1
+        counts.started += 1
+        counts.failed = 0
+        if self._closed:
+            await launcher.shutdown()
+            return
+        self._ready.setdefault(kernel_id, []).append(
+            _Pooled(launcher, self._stamp(kernel_type), time.monotonic()))
+        idle = self.settings.types.get(kernel_id, PoolTypeSettings(
+            idle_timeout=self.settings.idle_timeout)).idle_timeout
+        if idle > 0:
+            self._spawn(self._expire(kernel_id, launcher, idle))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire(self, kernel_id: str, launcher: KernelLauncher, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        ready = self._ready.get(kernel_id, [])
+        for pooled in list(ready):
+            if pooled.launcher is launcher:
+                ready.remove(pooled)
+                await launcher.shutdown()
+
+    def _count(self, kernel_id: str) -> _Counts:
+        return self._counts.setdefault(kernel_id, _Counts())
+
+    def _stamp(self, kernel_type: KernelType) -> str:
+        """What the kernel type is now: its description and the mtimes of the files its
+        launch depends on (an environment, a kernelspec); a pooled kernel of another
+        stamp is stale."""
+        provider = self.finder.providers.get(kernel_type.provider)
+        inputs = provider.launch_inputs(kernel_type) if provider is not None else None
+        mtimes = []
+        for path in inputs or []:
+            try:
+                mtimes.append(os.stat(path).st_mtime_ns)
+            except OSError:
+                mtimes.append(-1)
+        return json.dumps([kernel_type.to_dict(), inputs, mtimes], sort_keys=True,
+                          default=str)
+
+    # --- hand-out --------------------------------------------------------------------
+
+    async def take(self, kernel_type: KernelType,
+                   options: LaunchOptions | None) -> KernelLauncher | None:
+        """A ready kernel of ``kernel_type`` set up as ``options`` asks (cwd and env
+        applied), never handed out before; None (a miss) if there is none or it cannot
+        be made to match. Starts a replacement in the background either way."""
+        kernel_id = kernel_type.id
+        if self.settings.recent and kernel_id not in self._recent:
+            self._recent.append(kernel_id)
+        counts = self._count(kernel_id)
+        try:
+            launcher = await self._matching(kernel_type, options)
+        finally:
+            self.fill()
+        if launcher is None:
+            self.missed(kernel_id, "none ready that could serve the request")
+        else:
+            counts.hits += 1
+        return launcher
+
+    def missed(self, kernel_id: str, why: str) -> None:
+        """Count a request for ``kernel_id`` the pool could not serve, and why."""
+        counts = self._count(kernel_id)
+        counts.misses += 1
+        counts.last_miss = why
+
+    async def _matching(self, kernel_type: KernelType,
+                        options: LaunchOptions | None) -> KernelLauncher | None:
+        if asyncio.get_running_loop() is not self._loop or not adaptable(options):
+            return None
+        ready = self._ready.get(kernel_type.id, [])
+        stamp = self._stamp(kernel_type) if ready else ""
+        while ready:
+            pooled = ready.pop(0)
+            if pooled.stamp != stamp or pooled.launcher.poll() is not None:
+                self._spawn(pooled.launcher.shutdown())  # stale: the kernel type changed
+                continue
+            launcher = pooled.launcher
+            if options is not None and (options.cwd or options.env):
+                if not await _apply(launcher, options):
+                    self._spawn(launcher.shutdown())
+                    return None
+                # A restart starts it with the options it was asked for.
+                launcher.launch_options = replace(launcher.launch_options, cwd=options.cwd,
+                                                  env=dict(options.env))
+            if options is not None and options.ready_timeout is not None:
+                launcher.launch_options.ready_timeout = options.ready_timeout
+            return launcher
+        return None
+
+    # --- reporting and ending ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Per kernel type: ready, starting, wanted, hits, misses, why the last miss,
+        the last start error, and the pids and resident memory (bytes) of the ready kernels that run
+        here (None for others)."""
+        types = {}
+        for kernel_id in sorted(set(self.wanted()) | set(self._counts)):
+            counts = self._count(kernel_id)
+            ready = self._ready.get(kernel_id, [])
+            types[kernel_id] = {
+                "ready": len(ready), "starting": self._starting.get(kernel_id, 0),
+                "wanted": self.wanted().get(kernel_id, 0), "hits": counts.hits,
+                "misses": counts.misses, "last_miss": counts.last_miss or None,
+                "last_error": counts.last_error or None,
+                "pids": [getattr(p.launcher, "pid", None) for p in ready],
+                "rss": [_rss(p.launcher) for p in ready]}
+        return {"cap": self.settings.cap, "held": self.held(), "holder_pid": os.getpid(),
+                "holder_rss": _rss_of(os.getpid()), "types": types}
+
+    async def close(self) -> None:
+        """Stop every pooled kernel and the starts under way."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        pooled = [p for ready in self._ready.values() for p in ready]
+        self._ready.clear()
+        await asyncio.gather(*(p.launcher.shutdown() for p in pooled),
+                             return_exceptions=True)
+
+
+def adaptable(options: LaunchOptions | None) -> bool:
+    """Whether a kernel started with default options can serve ``options``: not with
+    a client's own connection, extra arguments, provider parameters or variables read
+    only at an interpreter's start."""
+    if options is None:
+        return True
+    return not (options.connection_info or options.connection_file or options.extra_argv
+                or options.params or options.replace_process
+                or any(k.startswith(_START_ONLY) for k in options.env))
+
+
+async def _apply(launcher: KernelLauncher, options: LaunchOptions) -> bool:
+    """Give a pooled Python kernel the requested cwd and env by a silent request (no
+    history, no execution count, no names left behind); False for a kernel that is not
+    IPython's (it is not pooled for such requests)."""
+    info = launcher.kernel_info or {}
+    if info.get("implementation") != "ipython":
+        return False
+    code = []
+    if options.cwd:
+        code.append(f"__import__('os').chdir({options.cwd!r})")
+    if options.env:
+        code.append(f"__import__('os').environ.update({dict(options.env)!r})")
+    try:
+        reply = await launcher.execute_silently("; ".join(code))
+    except Exception as exc:
+        log.warning("pool: could not set up %s: %s", launcher.kernel_type.id, exc)
+        return False
+    return bool(reply.get("content", {}).get("status") == "ok")
+
+
+def _rss(launcher: KernelLauncher) -> int | None:
+    pid = getattr(launcher, "pid", None)
+    return _rss_of(pid) if isinstance(pid, int) else None
+
+
+def _rss_of(pid: int) -> int | None:
+    """Resident memory of process ``pid`` in bytes (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None

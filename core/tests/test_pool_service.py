@@ -1,0 +1,136 @@
+"""The per-user pool service through the real command: `pool serve`, `run` taking its
+kernels, `pool status`, `pool stop`, and what happens to a taken kernel whose client
+dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel_providers.testing import process_alive
+
+Command = Callable[..., list[str]]
+
+
+@pytest.fixture
+def service(command: Command, cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A running pool service holding one kp/kp-py; the environment to reach it."""
+    Path(cli_env["KERNEL_PROVIDERS_CONFIG"]).write_text('[pool."kp/kp-py"]\nsize = 1\n')
+    done = subprocess.run(command("pool", "serve", "--detach"), env=cli_env,
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    try:
+        wait_ready(command, cli_env)
+        yield cli_env
+    finally:
+        subprocess.run(command("pool", "stop"), env=cli_env, capture_output=True,
+                       timeout=60)
+
+
+def status(command: Command, env: dict[str, str]) -> dict[str, object]:
+    done = subprocess.run(command("pool", "status", "--json"), env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def wait_ready(command: Command, env: dict[str, str]) -> list[int]:
+    """The pids of the service's ready kp/kp-py kernels, once there is one."""
+    for _ in range(300):
+        kind = status(command, env)["types"]["kp/kp-py"]  # type: ignore[index]
+        if kind["ready"]:
+            return list(kind["pids"])
+        time.sleep(0.1)
+    raise AssertionError("the pool service did not get a kernel ready")
+
+
+def test_run_takes_the_services_kernel(command: Command, service: dict[str, str]) -> None:
+    socket = Path(service["JUPYTER_RUNTIME_DIR"]) / "kernel-providers-pool.sock"
+    assert socket.stat().st_mode & 0o777 == 0o600
+    (pooled,) = wait_ready(command, service)
+    done = subprocess.run(command("run", "kp/kp-py", "--code",
+                                  "import os; print(os.getpid()); print(os.getcwd())"),
+                          env=service, capture_output=True, text=True, timeout=60,
+                          cwd=Path(service["JUPYTER_RUNTIME_DIR"]).parent)
+    assert done.returncode == 0, done.stderr
+    pid, cwd = done.stdout.split()
+    assert int(pid) == pooled, "run started its own kernel instead of the pooled one"
+    assert cwd == str(Path(service["JUPYTER_RUNTIME_DIR"]).parent)  # the caller's cwd
+    kind = status(command, service)["types"]["kp/kp-py"]  # type: ignore[index]
+    assert kind["hits"] == 1
+    for _ in range(100):
+        if not process_alive(pooled):
+            break
+        time.sleep(0.1)
+    assert not process_alive(pooled), "the used kernel outlived its run"
+    assert wait_ready(command, service) != [pooled]  # refilled with a new kernel
+
+
+def test_another_environment_is_a_miss(command: Command, service: dict[str, str]) -> None:
+    """A caller whose environment differs gets a kernel of its own, as without a pool."""
+    (pooled,) = wait_ready(command, service)
+    env = {**service, "KP_OTHER_SETTING": "1"}
+    done = subprocess.run(command("run", "kp/kp-py", "--code",
+                                  "import os; print(os.getpid(), os.environ['KP_OTHER_SETTING'])"),
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pid, setting = done.stdout.split()
+    assert int(pid) != pooled and setting == "1"
+    kind = status(command, service)["types"]["kp/kp-py"]  # type: ignore[index]
+    assert kind["misses"] == 1 and kind["ready"] == 1
+    assert "KP_OTHER_SETTING" in kind["last_miss"]
+
+
+def test_a_dead_clients_kernel_is_ended(command: Command, service: dict[str, str]) -> None:
+    (pooled,) = wait_ready(command, service)
+    client = subprocess.Popen(command("launch", "kp/kp-py"), env=service,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert client.stdout is not None
+        connection_file = client.stdout.readline().strip()
+        assert Path(connection_file).exists()
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+        deadline = time.monotonic() + 5
+        while process_alive(pooled) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not process_alive(pooled), "the service kept a dead client's kernel"
+        assert not Path(connection_file).exists()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
+        if client.stdout is not None:
+            client.stdout.close()
+
+
+def test_stop_ends_the_pooled_kernels(command: Command, service: dict[str, str]) -> None:
+    pids = wait_ready(command, service)
+    holder = status(command, service)["holder_pid"]
+    done = subprocess.run(command("pool", "stop"), env=service, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for _ in range(100):
+        if not any(process_alive(p) for p in [*pids, holder]):  # type: ignore[list-item]
+            break
+        time.sleep(0.1)
+    assert not any(process_alive(p) for p in pids)
+    assert not (Path(service["JUPYTER_RUNTIME_DIR"]) / "kernel-providers-pool.sock").exists()
+    again = subprocess.run(command("pool", "status"), env=service, capture_output=True,
+                           text=True, timeout=30)
+    assert again.returncode == 3 and "no pool service runs" in again.stderr
+
+
+def test_serve_without_a_pool_says_what_to_configure(command: Command,
+                                                     cli_env: dict[str, str]) -> None:
+    done = subprocess.run(command("pool", "serve"), env=cli_env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "[pool]" in done.stderr, done.stderr
+    assert not os.path.exists(Path(cli_env["JUPYTER_RUNTIME_DIR"]) / "kernel-providers-pool.sock")
