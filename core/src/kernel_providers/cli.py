@@ -326,7 +326,8 @@ async def cmd_launch(args: argparse.Namespace) -> int:
         return EXIT_OK if status == 0 else EXIT_KERNEL_FAILED
     ended.cancel()
     status = await launcher.shutdown()
-    _err(f"kernel {launcher.kernel_type.id} shut down (status {status})")
+    _err(f"kernel {launcher.kernel_type.id} shut down" + (
+        f" (status {status})" if status is not None else " by the pool service"))
     return EXIT_OK
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -70,6 +69,21 @@ class _Asking:
     since: float
 
 
+class _Restarter:
+    """The owner of a kernel the pool service handed out: a restart starts it here
+    (cold); its end is the service's to report (it started it)."""
+
+    def __init__(self, finder: KernelFinder) -> None:
+        self.finder = finder
+
+    async def relaunch(self, launcher: KernelLauncher,
+                       options: LaunchOptions) -> KernelLauncher:
+        return await self.finder.relaunch(launcher, options)
+
+    def stopped(self, launcher: KernelLauncher, status: int | None) -> None:
+        pass
+
+
 class KernelFinder:
     """Finds kernels through every registered provider and launches them by id.
 
@@ -85,7 +99,9 @@ class KernelFinder:
                  plugins: Iterable[Any] = (), pool: bool = True) -> None:
         self.config = config if config is not None else load_config()
         self.disabled = env_disabled() | set(self.config.disable)
-        self.manager = ProviderManager()
+        self._manager = ProviderManager()
+        # Entry points load on first use: a launch the pool service serves needs none.
+        self._autoload = autoload
         self._providers: dict[str, KernelProvider[Any]] | None = None
         self._config_errors: dict[str, str] = {}
         self._cache: dict[str, _Discovery] = {}
@@ -95,12 +111,18 @@ class KernelFinder:
         #: process only asks the pool service), or None
         self.pool = KernelPool(self, parse_pool(self.config.pool)) \
             if self.config.pool and pool else None
-        if autoload:
-            self.manager.load_entry_points(self.disabled)
         for plugin in plugins:
             self.register(plugin)
 
     # --- plugins and providers -------------------------------------------------------
+
+    @property
+    def manager(self) -> ProviderManager:
+        """The plugin manager, with the entry-point plugins loaded (on first use)."""
+        if self._autoload:
+            self._autoload = False
+            self._manager.load_entry_points(self.disabled)
+        return self._manager
 
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin in code (apps, tests); returns its name."""
@@ -307,8 +329,7 @@ class KernelFinder:
         hooks; on any failure the launch is cleaned up before the error propagates.
         """
         pooled = await self._pooled(kernel_id, options)
-        if pooled is not None:
-            self._observe("kernel_started", launcher=pooled)
+        if pooled is not None:  # (its start was observed where it started)
             return pooled
         kernel_type = await self.get_kernel_type(kernel_id)
         return await self._launch(kernel_type, options, wait_ready)
@@ -321,9 +342,9 @@ class KernelFinder:
             from .pool_service import take
 
             asked = options or LaunchOptions()
-            launcher = await take(kernel_id, asked.cwd or os.getcwd(), dict(asked.env))
+            launcher = await take(kernel_id, asked.cwd, dict(asked.env))
             if launcher is not None:
-                launcher.managed_by(self)  # a restart starts it here, cold
+                launcher.managed_by(_Restarter(self))
                 return launcher
         if self.pool is not None:
             return await self.pool.take(await self.get_kernel_type(kernel_id), options)

@@ -20,16 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 from .config import build_options
 from .errors import ConfigError
+from .local import LocalLauncher
+from .types import LaunchOptions
 
 if TYPE_CHECKING:
     from .finder import KernelFinder
     from .launcher import KernelLauncher
-    from .types import KernelType, LaunchOptions
+    from .types import KernelType
 
-__all__ = ["KernelPool", "PoolSettings", "PoolTypeSettings", "adaptable", "parse_pool"]
+__all__ = ["Caller", "KernelPool", "PoolSettings", "PoolTypeSettings", "adaptable",
+           "parse_pool"]
 
 log = logging.getLogger(__name__)
 
+# Variables that may differ between a caller and the pool's holder: a shell's own.
+_SHELL_ONLY = {"PWD", "OLDPWD", "_", "SHLVL", "TERM", "COLUMNS", "LINES", "PS1", "PS2",
+               "TMUX_PANE", "WINDOWID", "SSH_TTY", "STY", "KERNEL_PROVIDERS_POOL"}
 # Variables a running interpreter reads only at its start: a request that sets one
 # cannot be served by a kernel that is already running.
 _START_ONLY = ("PYTHON", "LD_", "DYLD_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "JUPYTER_")
@@ -75,6 +81,23 @@ def parse_pool(table: dict[str, Any], where: str = "[pool]") -> PoolSettings:
             kind.idle_timeout = settings.idle_timeout
         settings.types[kernel_id] = kind
     return settings
+
+
+@dataclass
+class Caller:
+    """Another process asking for a kernel (through the pool service): its working
+    folder and environment, which a local kernel it started would have inherited."""
+
+    cwd: str
+    environ: dict[str, str]
+
+    def differs_in(self) -> list[str]:
+        """The variables in which its environment differs from this process's, but
+        for a shell's own (PWD, SHLVL, ...)."""
+        mine = os.environ
+        keys = set(self.environ) ^ set(mine) | {
+            k for k in self.environ if mine.get(k) != self.environ[k]}
+        return sorted(keys - _SHELL_ONLY)
 
 
 @dataclass
@@ -206,21 +229,23 @@ class KernelPool:
 
     # --- hand-out --------------------------------------------------------------------
 
-    async def take(self, kernel_type: KernelType,
-                   options: LaunchOptions | None) -> KernelLauncher | None:
+    async def take(self, kernel_type: KernelType, options: LaunchOptions | None,
+                   caller: Caller | None = None) -> KernelLauncher | None:
         """A ready kernel of ``kernel_type`` set up as ``options`` asks (cwd and env
         applied), never handed out before; None (a miss) if there is none or it cannot
-        be made to match. Starts a replacement in the background either way."""
+        be made to match. ``caller``: the process asking, if not this one (a kernel
+        running here must then look as if that process had started it). Starts a
+        replacement in the background either way."""
         kernel_id = kernel_type.id
         if self.settings.recent and kernel_id not in self._recent:
             self._recent.append(kernel_id)
         counts = self._count(kernel_id)
         try:
-            launcher = await self._matching(kernel_type, options)
+            launcher, why = await self._matching(kernel_type, options, caller)
         finally:
             self.fill()
         if launcher is None:
-            self.missed(kernel_id, "none ready that could serve the request")
+            self.missed(kernel_id, why)
         else:
             counts.hits += 1
         return launcher
@@ -231,10 +256,13 @@ class KernelPool:
         counts.misses += 1
         counts.last_miss = why
 
-    async def _matching(self, kernel_type: KernelType,
-                        options: LaunchOptions | None) -> KernelLauncher | None:
-        if asyncio.get_running_loop() is not self._loop or not adaptable(options):
-            return None
+    async def _matching(self, kernel_type: KernelType, options: LaunchOptions | None,
+                        caller: Caller | None) -> tuple[KernelLauncher | None, str]:
+        if asyncio.get_running_loop() is not self._loop:
+            return None, "asked from another event loop than the pool's"
+        if not adaptable(options):
+            return None, ("the request sets what a running kernel cannot take on (its own"
+                          " connection, arguments, parameters or start-only variables)")
         ready = self._ready.get(kernel_type.id, [])
         stamp = self._stamp(kernel_type) if ready else ""
         while ready:
@@ -243,24 +271,35 @@ class KernelPool:
                 self._spawn(pooled.launcher.shutdown())  # stale: the kernel type changed
                 continue
             launcher = pooled.launcher
-            if options is not None and (options.cwd or options.env):
-                if not await _apply(launcher, options):
+            asked = replace(options) if options is not None else LaunchOptions()
+            if caller is not None and isinstance(launcher, LocalLauncher):
+                # A local kernel inherits its starter's environment and folder.
+                differ = caller.differs_in()
+                if differ:
+                    ready.insert(0, pooled)
+                    return None, (f"the caller's environment differs from the pool"
+                                  f" holder's in {', '.join(differ[:5])}: start the pool"
+                                  " service from that environment")
+                if asked.cwd is None and caller.cwd != os.getcwd():
+                    asked.cwd = caller.cwd
+            if asked.cwd or asked.env:
+                if not await _apply(launcher, asked):
                     self._spawn(launcher.shutdown())
-                    return None
+                    return None, "the pooled kernel could not be set up (cwd, env)"
                 # A restart starts it with the options it was asked for.
-                launcher.launch_options = replace(launcher.launch_options, cwd=options.cwd,
-                                                  env=dict(options.env))
-            if options is not None and options.ready_timeout is not None:
-                launcher.launch_options.ready_timeout = options.ready_timeout
-            return launcher
-        return None
+                launcher.launch_options = replace(launcher.launch_options, cwd=asked.cwd,
+                                                  env=dict(asked.env))
+            if asked.ready_timeout is not None:
+                launcher.launch_options.ready_timeout = asked.ready_timeout
+            return launcher, ""
+        return None, "none ready"
 
     # --- reporting and ending ----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """Per kernel type: ready, starting, wanted, hits, misses, why the last miss,
-        the last start error, and the pids and resident memory (bytes) of the ready kernels that run
-        here (None for others)."""
+        the last start error, and the pids and resident memory (bytes) of the ready
+        kernels that run here (None for others)."""
         types = {}
         for kernel_id in sorted(set(self.wanted()) | set(self._counts)):
             counts = self._count(kernel_id)

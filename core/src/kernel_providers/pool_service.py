@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .connection import runtime_dir
 from .errors import KernelProviderError
 from .launcher import KernelLauncher
+from .pool import Caller
 from .types import ConnectionInfo, KernelType, LaunchOptions
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ __all__ = ["ServiceKernel", "serve", "service_request", "socket_path", "take"]
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "kernel-providers-pool.sock"
-#: variables that may differ between a client and the service (a shell's own): others
-#: must be equal, or the kernel would not be the one the client would have started
-_SHELL_ONLY = {"PWD", "OLDPWD", "_", "SHLVL", "TERM", "COLUMNS", "LINES", "PS1", "PS2",
-               "TMUX_PANE", "WINDOWID", "SSH_TTY", "STY", "KERNEL_PROVIDERS_POOL"}
 
 
 def socket_path() -> Path:
@@ -102,6 +99,7 @@ class _Session:
         self.finder, self.writer, self.kernels, self.stopping = finder, writer, kernels, stopping
         self.launcher: KernelLauncher | None = None
         self.watcher: asyncio.Future[None] | None = None
+        self.closing: asyncio.Future[int | None] | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         self.writer.write((json.dumps(message) + "\n").encode())
@@ -124,6 +122,11 @@ class _Session:
             else:
                 await self.launcher.cleanup()
             await self.send({"ok": True})
+        elif op == "shutdown" and self.launcher is not None:
+            # Polite, by the service (its connection to the kernel is made already);
+            # the exit event tells the client the status.
+            await self.send({"ok": True})
+            self.closing = asyncio.ensure_future(self.launcher.shutdown())
         else:
             await self.send({"ok": False, "error": f"unexpected request {op!r}"})
 
@@ -137,7 +140,8 @@ class _Session:
         self.watcher = asyncio.ensure_future(self.watch(launcher))
         await self.send({"ok": True, "kernel": launcher.kernel_type.to_dict(),
                          "connection_info": dict(launcher.connection_info),
-                         "connection_file": launcher.connection_file})
+                         "connection_file": launcher.connection_file,
+                         "kernel_info": launcher.kernel_info})
 
     async def watch(self, kernel: KernelLauncher) -> None:
         status = await kernel.wait()
@@ -145,33 +149,29 @@ class _Session:
             await self.send({"event": "exit", "status": status})
 
     async def end(self) -> None:
-        """The client is gone, however: its kernel goes too."""
-        if self.launcher is not None:
-            self.kernels.discard(self.launcher)
+        """The client is done or gone, however: its kernel goes too."""
+        launcher, self.launcher = self.launcher, None
+        if launcher is not None:
+            self.kernels.discard(launcher)
             if self.watcher is not None:
                 self.watcher.cancel()
-            await asyncio.shield(self.launcher.shutdown())
+            await asyncio.shield(self.closing or launcher.shutdown())
 
 
 async def _take(finder: KernelFinder, request: dict[str, Any]
                 ) -> tuple[KernelLauncher | None, str]:
     pool = finder.pool
     assert pool is not None
-    environ = request.get("environ") or {}
-    differ = sorted(k for k in set(environ) ^ set(os.environ) | {
-        k for k in environ if os.environ.get(k) != environ[k]} if k not in _SHELL_ONLY)
     try:
         kernel_type = await finder.get_kernel_type(str(request["id"]))
     except KernelProviderError as exc:
         return None, str(exc)
-    if differ:
-        why = (f"the caller's environment differs from the pool service's in"
-               f" {', '.join(differ[:5])}: start the service from that environment")
-        pool.missed(kernel_type.id, why)
-        return None, why
     options = LaunchOptions(cwd=request.get("cwd"), env=dict(request.get("env") or {}))
-    launcher = await pool.take(kernel_type, options)
-    return launcher, "" if launcher is not None else f"no ready {kernel_type.id} kernel"
+    caller = Caller(str(request.get("caller_cwd") or "/"), dict(request.get("environ") or {}))
+    launcher = await pool.take(kernel_type, options, caller)
+    if launcher is None:
+        return None, pool.status()["types"].get(kernel_type.id, {}).get("last_miss") or ""
+    return launcher, ""
 
 
 # --- clients ------------------------------------------------------------------------------
@@ -219,7 +219,8 @@ async def take(kernel_id: str, cwd: str | None = None,
         return None
     try:
         writer.write((json.dumps({"op": "take", "id": kernel_id, "cwd": cwd, "env": env or {},
-                                  "environ": dict(os.environ)}) + "\n").encode())
+                                  "caller_cwd": os.getcwd(), "environ": dict(os.environ)})
+                      + "\n").encode())
         await writer.drain()
         answer = json.loads(await asyncio.wait_for(reader.readline(), 30) or b"{}")
     except (OSError, ValueError, asyncio.TimeoutError, TimeoutError):
@@ -234,8 +235,10 @@ async def take(kernel_id: str, cwd: str | None = None,
                              display_name=data["display_name"], language=data["language"],
                              metadata=data["metadata"], resources=data["resources"],
                              interrupt_mode=data["interrupt_mode"])
-    return ServiceKernel(kernel_type, answer["connection_info"], answer["connection_file"],
-                         LaunchOptions(cwd=cwd, env=dict(env or {})), reader, writer)
+    kernel = ServiceKernel(kernel_type, answer["connection_info"], answer["connection_file"],
+                           LaunchOptions(cwd=cwd, env=dict(env or {})), reader, writer)
+    kernel.kernel_info = answer.get("kernel_info")  # ready: no second check
+    return kernel
 
 
 class ServiceKernel(KernelLauncher):
@@ -251,6 +254,7 @@ class ServiceKernel(KernelLauncher):
         self._ended = asyncio.Event()
         self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._lock = asyncio.Lock()
+        self._handed_back = False
         self._reading = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -295,8 +299,31 @@ class ServiceKernel(KernelLauncher):
         if self.poll() is None:
             await self._ask({"op": "kill"})
 
+    async def shutdown(self, timeout: float = 10.0) -> int | None:
+        """Hand the kernel back: the service shuts it down politely, then firmly, as
+        ``shutdown`` does, while this process goes on. Returns its status if it had
+        ended already, else None (the service sees its end)."""
+        self.close_connection()
+        if self.poll() is None:
+            with contextlib.suppress(Exception):
+                answer = await asyncio.wait_for(self._ask({"op": "shutdown"}), 10)
+                self._handed_back = bool(answer.get("ok"))
+        await self.cleanup()
+        return self.poll()
+
+    async def cleanup(self) -> None:
+        """Let go of the kernel: handed back (``shutdown``), the service ends it; else
+        it is killed as ``cleanup`` does."""
+        if self._handed_back:
+            self.close_connection()
+            self._writer.close()
+            self._reading.cancel()
+            return
+        await super().cleanup()
+
     async def free_resources(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ask({"op": "cleanup"}), 10)
+        if self.poll() is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ask({"op": "cleanup"}), 10)
         self._writer.close()
         self._reading.cancel()
