@@ -385,3 +385,43 @@ def test_nbclient_runs_an_ssh_kernel(docker_kernel: str, jupyter_env: Path, tmp_
     finally:
         sshd.stop()
         client.close()
+
+
+@pytest.mark.timeout(300)
+def test_jupyter_server_hands_out_pooled_kernels(jupyter_env: Path, tmp_path: Path) -> None:
+    """[pool] configured: the server's kernels are started before a client asks, and a
+    notebook's kernel still runs in the notebook's folder with a fresh history."""
+    from kernel_providers.cli import main
+
+    config = Path(os.environ["KERNEL_PROVIDERS_CONFIG"])
+    config.write_text(config.read_text() + '[pool."spec/kp-bridge-only"]\nsize = 1\n')
+    assert main(["jupyter", "enable"]) == 0
+    (tmp_path / "sub").mkdir()
+    server = Server(jupyter_env, tmp_path)
+
+    async def scenario() -> None:
+        await server.ready()
+        await server.request("GET", "/api/kernelspecs")  # the bridge's finder: it fills
+        await asyncio.sleep(5)  # time for the pooled kernel to start
+        for _ in range(2):  # the second comes from the refill
+            asked = time.time()
+            kernel = await server.request("POST", "/api/kernels",
+                                          {"name": "kp-bridge-only", "path": "sub/nb.ipynb"})
+            messages = await server.execute(kernel["id"], (  # cwd, and when it started
+                "import os\nprint(os.getcwd())\n"
+                "boot = next(int(l.split()[1]) for l in open('/proc/stat')"
+                " if l.startswith('btime'))\n"
+                "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+                "print(boot + ticks / os.sysconf('SC_CLK_TCK'))"))
+            cwd, started = _stdout(messages).split()
+            assert cwd == str(tmp_path / "sub")
+            assert float(started) < asked, "the kernel was started after the request"
+            replies = [m for m in messages if m["msg_type"] == "execute_input"]
+            assert replies[0]["content"]["execution_count"] == 1
+            await server.request("DELETE", f"/api/kernels/{kernel['id']}")
+            await asyncio.sleep(5)  # the refill
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()

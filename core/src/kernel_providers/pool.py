@@ -329,11 +329,15 @@ class KernelPool:
 
 def adaptable(options: LaunchOptions | None) -> bool:
     """Whether a kernel started with default options can serve ``options``: not with
-    a client's own connection, extra arguments, provider parameters or variables read
-    only at an interpreter's start."""
+    a client's own connection (a transport and loopback address alone are what pooled
+    kernels have), extra arguments, provider parameters or variables read only at an
+    interpreter's start."""
     if options is None:
         return True
-    return not (options.connection_info or options.connection_file or options.extra_argv
+    info = dict(options.connection_info or {})
+    own_connection = bool(set(info) - {"transport", "ip"}) or info.get("transport", "tcp") \
+        != "tcp" or info.get("ip", "127.0.0.1") not in ("127.0.0.1", "localhost")
+    return not (own_connection or options.connection_file or options.extra_argv
                 or options.params or options.replace_process
                 or any(k.startswith(_START_ONLY) for k in options.env))
 

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from kernel_providers import BlockingKernelFinder, KernelFinder
+from kernel_providers.blocking import run_sync
 from kernel_providers.per_process import PerProcess
+
+
+def _make() -> BlockingKernelFinder:
+    finder = BlockingKernelFinder(KernelFinder())
+    pool = finder.finder.pool
+    if pool is not None:  # [pool] configured: kernels get ready while the server starts
+        async def fill() -> None:
+            pool.fill()
+
+        run_sync(fill())  # (schedules the starts on the background loop: returns at once)
+    return finder
+
 
 # A forked child must not share its parent's engine sockets and connections to remote
 # hosts: it builds its own finder on first use.
-_shared = PerProcess(lambda: BlockingKernelFinder(KernelFinder()))
+_shared = PerProcess(_make)
 
 
 def shared_finder() -> BlockingKernelFinder:
