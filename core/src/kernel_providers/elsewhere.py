@@ -75,9 +75,11 @@ async def wait_for_ports(read: Callable[[], Awaitable[Any]],
     """Poll ``read()`` (the kernel's connection file, wherever it lies: ``where``) until
     it holds all five ports, as a kernel that binds its own writes them; then return
     it. ``check_alive()`` raises (KernelDied, with the kernel's output) once the kernel
-    ended; a file rewritten with another key, or no ports within ``timeout``, fail."""
+    ended; a file rewritten with another key, or no ports within ``timeout``, fail.
+    Polls back off to 10 ms apart: the ports are seen within 10 ms of their writing
+    (far off, a read takes its round trip on top)."""
     deadline = time.monotonic() + timeout
-    delay = 0.005  # short at first: ipykernel writes its ports within ~100 ms
+    delay = 0.002
     while time.monotonic() < deadline:
         info = await read()
         if isinstance(info, dict) and all(info.get(p) for p in PORT_NAMES):
@@ -87,7 +89,7 @@ async def wait_for_ports(read: Callable[[], Awaitable[Any]],
             return info  # type: ignore[return-value]
         await check_alive()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, 0.01)
     raise ReadyTimeout(f"kernel {kernel_id!r} did not write its ports to {where} within"
                        f" {timeout:g} s", output())
 
