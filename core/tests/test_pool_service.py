@@ -134,3 +134,28 @@ def test_serve_without_a_pool_says_what_to_configure(command: Command,
                           text=True, timeout=60)
     assert done.returncode != 0 and "[pool]" in done.stderr, done.stderr
     assert not os.path.exists(Path(cli_env["JUPYTER_RUNTIME_DIR"]) / "kernel-providers-pool.sock")
+
+
+def test_run_autostarts_the_service(command: Command, cli_env: dict[str, str]) -> None:
+    """[pool] autostart: the first `run` starts cold and leaves a service behind; the
+    next `run` takes its kernel."""
+    Path(cli_env["KERNEL_PROVIDERS_CONFIG"]).write_text(
+        '[pool]\nautostart = true\n[pool."kp/kp-py"]\nsize = 1\n')
+    code = ["run", "kp/kp-py", "--code", "import os; print(os.getpid())"]
+    try:
+        first = subprocess.run(command(*code), env=cli_env, capture_output=True, text=True,
+                               timeout=60)
+        assert first.returncode == 0, first.stderr
+        for _ in range(300):  # the service comes up and fills in the background
+            done = subprocess.run(command("pool", "status", "--json"), env=cli_env,
+                                  capture_output=True, text=True, timeout=30)
+            if done.returncode == 0 and json.loads(done.stdout)["types"]["kp/kp-py"]["ready"]:
+                break
+            time.sleep(0.1)
+        (pooled,) = wait_ready(command, cli_env)
+        second = subprocess.run(command(*code), env=cli_env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert int(second.stdout) == pooled
+    finally:
+        subprocess.run(command("pool", "stop"), env=cli_env, capture_output=True, timeout=60)

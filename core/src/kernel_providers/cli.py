@@ -24,7 +24,7 @@ from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
 from .ownership import remove_stale_files
-from .pool_cli import add_pool_commands
+from .pool_cli import add_pool_commands, autostart
 from .provider import PROGRESS_LOGGER
 from .switches import switched_on
 from .text import one_line
@@ -218,7 +218,9 @@ async def _start(finder: KernelFinder, kernel_id: str) -> KernelLauncher:
     logger.propagate = False
     spinner = asyncio.ensure_future(_spinner(progress)) if progress.live else None
     try:
-        return await finder.launch(kernel_id)
+        launcher = await finder.launch(kernel_id)
+        autostart(finder)
+        return launcher
     finally:
         logger.removeHandler(progress)
         logger.propagate = True

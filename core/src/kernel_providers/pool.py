@@ -62,6 +62,8 @@ class PoolSettings:
     recent: int = 0
     #: idle_timeout of the kernel types that do not set their own
     idle_timeout: float = 0.0
+    #: `kernel-providers run`/`launch` start the pool service when none runs
+    autostart: bool = False
     types: dict[str, PoolTypeSettings] = field(default_factory=dict)
 
 

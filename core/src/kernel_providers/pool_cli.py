@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-__all__ = ["add_pool_commands"]
+__all__ = ["add_pool_commands", "autostart"]
 
 
 def add_pool_commands(sub: Any) -> None:
@@ -50,9 +51,10 @@ async def cmd_pool_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _detached() -> int:
-    from .cli import EXIT_KERNEL_FAILED, EXIT_OK, _err
-    from .pool_service import service_request, socket_path
+def _spawn_service() -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `pool serve` in the background (its own session: it outlives this
+    process); it and its log file."""
+    from .pool_service import socket_path
 
     log = socket_path().with_name("kernel-providers-pool.log")
     with open(log, "ab") as out:
@@ -60,6 +62,29 @@ async def _detached() -> int:
         process = subprocess.Popen(
             [sys.executable, "-m", "kernel_providers", "pool", "serve"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    return process, log
+
+
+def autostart(finder: Any) -> None:
+    """With ``[pool] autostart = true``, start the pool service if none runs (not
+    waiting for it: the next command finds it)."""
+    from .pool import parse_pool
+    from .pool_service import socket_path
+
+    if not finder.config.pool or socket_path().exists():
+        return
+    try:
+        if parse_pool(finder.config.pool).autostart:
+            _spawn_service()
+    except Exception:  # a config error is reported where the pool is used; never here
+        return
+
+
+async def _detached() -> int:
+    from .cli import EXIT_KERNEL_FAILED, EXIT_OK, _err
+    from .pool_service import service_request
+
+    process, log = _spawn_service()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
