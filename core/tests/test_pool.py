@@ -205,3 +205,25 @@ def test_pooled_kernels_die_with_their_holder(kp_isolated: Path, tmp_path: Path)
 
     assert main(["cleanup"]) == 0
     assert list(kp_isolated.glob("kernel-*.json")) == []
+
+
+def test_recent_kernel_types_are_pooled(kp_isolated: Path, pooled_finder: Any) -> None:
+    """recent = N: the kernel types of the last N starts are kept ready, unconfigured."""
+    finder = pooled_finder(recent=2)
+
+    async def scenario() -> None:
+        pool = finder.pool
+        assert pool is not None
+        try:
+            first = await finder.launch("test/python")  # a miss: started cold
+            await pool.filled()
+            assert pool.wanted() == {"test/python": 1}
+            second = await finder.launch("test/python")
+            kind = pool.status()["types"]["test/python"]
+            assert (kind["misses"], kind["hits"]) == (1, 1)
+            await first.shutdown()
+            await second.shutdown()
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
