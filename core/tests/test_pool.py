@@ -227,3 +227,37 @@ def test_recent_kernel_types_are_pooled(kp_isolated: Path, pooled_finder: Any) -
             await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_kernel_type_its_provider_keeps_out_of_pools(kp_isolated: Path,
+                                                       make_finder: Any) -> None:
+    """metadata "poolable": false (a Slurm profile without pool = true): never started
+    ahead; the status says why; launches start cold."""
+    from kernel_providers import KernelProvider, KernelType, hookimpl
+
+    class NoPool(KernelProvider):  # type: ignore[type-arg]
+        id = "nopool"
+
+        async def find_kernels(self) -> list[KernelType]:
+            return [KernelType(id="nopool/k", provider=self.id, display_name="k",
+                               language="python", metadata={"poolable": False})]
+
+        async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> Any:
+            raise AssertionError("a pool must not start it")
+
+    class Plugin:
+        @hookimpl
+        def register_kernel_providers(self) -> Any:
+            yield NoPool()
+
+    finder = make_finder(Plugin(), config=Config(pool={"nopool/k": {"size": 1}}))
+
+    async def scenario() -> None:
+        pool = finder.pool
+        assert pool is not None
+        await pool.filled()
+        kind = pool.status()["types"]["nopool/k"]
+        assert kind["ready"] == 0 and "not to be held idle" in kind["last_error"]
+        await pool.close()
+
+    asyncio.run(scenario())

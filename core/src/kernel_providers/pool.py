@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .config import build_options
-from .errors import ConfigError
+from .errors import ConfigError, KernelProviderError
 from .local import LocalLauncher
 from .types import LaunchOptions
 
@@ -178,6 +178,10 @@ class KernelPool:
         counts = self._count(kernel_id)
         try:
             kernel_type = await self.finder.get_kernel_type(kernel_id)
+            if kernel_type.metadata.get("poolable") is False:
+                raise KernelProviderError(
+                    f"{kernel_id} is not to be held idle in a pool (its provider says so:"
+                    " a batch allocation, say; see its documentation)")
             launcher = await self.finder.start_unpooled(kernel_type, None)
         except Exception as exc:  # reported in status; a user's launch says it too
             counts.failed += 1

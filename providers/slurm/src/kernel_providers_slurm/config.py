@@ -48,6 +48,9 @@ class SlurmProfile:
     #: also list the cluster's kernelspecs (as the login host, or this machine, sees
     #: them after the setup lines) as slurm/<profile>/<spec>, each run on a node
     kernelspecs: bool = False
+    #: may a warm pool ([pool]) hold this profile's kernel, and so its allocation,
+    #: idle? (default: no)
+    pool: bool = False
     #: the name clients show (default: "Slurm <name>")
     display_name: str | None = None
     #: the kernel's language (for clients)

@@ -102,7 +102,8 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
             kernel = KernelType(
                 id=f"slurm/{name}", provider=self.id,
                 display_name=profile.display_name or f"Slurm {name}",
-                language=profile.language, metadata={"slurm": _summary(profile)})
+                language=profile.language,
+                metadata={"slurm": _summary(profile), "poolable": profile.pool})
             self._profiles[kernel.id] = profile
             kernels.append(kernel)
             if profile.kernelspecs:
@@ -144,7 +145,8 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
                 id=f"slurm/{name}/{spec}", provider=self.id,
                 display_name=f"{about.get('display_name') or spec} (Slurm {name})",
                 language=str(about.get("language") or profile.language),
-                metadata={"slurm": {**_summary(profile), "kernelspec": spec}})
+                metadata={"slurm": {**_summary(profile), "kernelspec": spec},
+                          "poolable": profile.pool})
             found.append((kernel, dataclasses.replace(profile, kernel=spec)))
         return found
 
