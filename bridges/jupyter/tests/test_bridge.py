@@ -418,6 +418,20 @@ def test_jupyter_server_hands_out_pooled_kernels(jupyter_env: Path, tmp_path: Pa
             assert float(started) < asked, "the kernel was started after the request"
             replies = [m for m in messages if m["msg_type"] == "execute_input"]
             assert replies[0]["content"]["execution_count"] == 1
+            await asyncio.sleep(5)  # the refill
+            # A restart takes the next pooled kernel (new ports, which the server
+            # adopts; a client reconnects, as JupyterLab does after a restart).
+            asked = time.time()
+            await server.request("POST", f"/api/kernels/{kernel['id']}/restart")
+            messages = await server.execute(kernel["id"], (
+                "import os\nprint(os.getcwd())\n"
+                "boot = next(int(l.split()[1]) for l in open('/proc/stat')"
+                " if l.startswith('btime'))\n"
+                "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+                "print(boot + ticks / os.sysconf('SC_CLK_TCK'))"))
+            cwd, restarted = _stdout(messages).split()
+            assert cwd == str(tmp_path / "sub")
+            assert float(restarted) < asked, "the restart started a kernel of its own"
             await server.request("DELETE", f"/api/kernels/{kernel['id']}")
             await asyncio.sleep(5)  # the refill
 

@@ -334,6 +334,13 @@ class KernelFinder:
         kernel_type = await self.get_kernel_type(kernel_id)
         return await self._launch(kernel_type, options, wait_ready)
 
+    async def take_pooled(self, kernel_id: str,
+                          options: LaunchOptions | None = None) -> KernelLauncher | None:
+        """A ready kernel of ``kernel_id`` set up as ``options`` asks, from this user's
+        pool service or this finder's pool; None if neither has one (nothing is
+        started then)."""
+        return await self._pooled(kernel_id, options)
+
     async def _pooled(self, kernel_id: str,
                       options: LaunchOptions | None) -> KernelLauncher | None:
         """A ready kernel from this user's pool service (asked without discovery here:

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from jupyter_client.connect import KernelConnectionInfo
@@ -80,9 +81,21 @@ async def _shown(call: Coroutine[Any, Any, T]) -> T:
         raise shown_to_clients(error) from error
 
 
-async def _start(kernel_id: str, options: LaunchOptions) -> KernelLauncher:
-    """Launch ``kernel_id`` and return once it listens on its ports (cleaned up if not)."""
+async def _start(kernel_id: str, options: LaunchOptions,
+                 new_ports_ok: bool = False) -> KernelLauncher:
+    """Launch ``kernel_id`` and return once it listens on its ports (cleaned up if not).
+    A restart (Jupyter asks for the old ports and key) takes a pooled kernel instead when
+    one is ready and ``new_ports_ok``: it has ports of its own, which the kernel manager
+    adopts (jupyter_server's channels follow a port change; JupyterLab reconnects after
+    a restart for that)."""
     finder = shared_finder().finder
+    asked = dict(options.connection_info or {})
+    if new_ports_ok and asked.get("shell_port") and not options.connection_file:
+        fresh = replace(options, connection_info=cast(ConnectionInfo, {
+            k: v for k, v in asked.items() if k in ("transport", "ip")}))
+        pooled = await finder.take_pooled(kernel_id, fresh)
+        if pooled is not None:
+            return pooled
     launcher = await finder.launch(kernel_id, options, wait_ready=False)
     return await launcher.listening_or_cleaned_up(
         options.ready_timeout or finder.config.ready_timeout)
@@ -115,6 +128,12 @@ def _progress_to(log: logging.Logger | logging.LoggerAdapter[Any],
         yield
     finally:
         logger.removeHandler(handler)
+
+
+def _follows_port_changes(manager: Any) -> bool:
+    """Whether the kernel manager's clients follow a restart onto new ports: a
+    jupyter_server's do; a console's or nbclient's keep their sockets on the old ones."""
+    return any(c.__module__.startswith("jupyter_server.") for c in type(manager).__mro__)
 
 
 class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,unused-ignore]
@@ -200,7 +219,8 @@ class KernelProvidersProvisioner(KernelProvisionerBase):  # type: ignore[misc,un
                                 extra_argv=list(kwargs.get("extra_arguments") or []),
                                 connection_info=self._requested_connection())
         with _progress_to(self.log, self.kernel_providers_id):
-            self.launcher = await _shown(_start(self.kernel_providers_id, options))
+            self.launcher = await _shown(_start(self.kernel_providers_id, options,
+                                                _follows_port_changes(self.parent)))
         _track(self.launcher)
         info: dict[str, Any] = dict(self.launcher.connection_info)
         info["key"] = str(info["key"]).encode()  # as jupyter_client keeps it
