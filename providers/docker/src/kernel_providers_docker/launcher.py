@@ -25,7 +25,6 @@ from kernel_providers.sdk import (
     Undo,
     WatchedLauncher,
     client_connection,
-    heartbeat_answers,
     kernel_connection,
     one_line,
     owner_tag,
@@ -152,7 +151,7 @@ class DockerLauncher(WatchedLauncher):
                     return None
                 if time.monotonic() < deadline:
                     time.sleep(0.25)
-                elif not heartbeat_answers(self.connection_info, timeout=1.0):
+                elif not _heartbeat_answers(self.connection_info):
                     self._note(f"lost the Docker engine at {engine} while the kernel ran (no"
                                f" answer for {ENGINE_GRACE:g} s, nor from the kernel): its"
                                f" container {self.container.short_id} may still exist; once"
@@ -469,3 +468,10 @@ async def start_container(client: DockerClient, kernel_type: KernelType,
     # local kernel's launch returns once its ports are bound.
     await launcher.listening_or_cleaned_up(ready_seconds(options))
     return launcher
+
+
+def _heartbeat_answers(info: Any) -> bool:
+    # Imported here: the protocol (pyzmq) is not needed to list kernels.
+    from kernel_providers.sdk import heartbeat_answers
+
+    return heartbeat_answers(info, timeout=1.0)
