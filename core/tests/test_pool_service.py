@@ -159,3 +159,14 @@ def test_run_autostarts_the_service(command: Command, cli_env: dict[str, str]) -
         assert int(second.stdout) == pooled
     finally:
         subprocess.run(command("pool", "stop"), env=cli_env, capture_output=True, timeout=60)
+
+
+def test_a_service_kernel_that_dies_says_why(command: Command, service: dict[str, str]) -> None:
+    """The kernel dies under `run`: the error quotes what it wrote to its own stderr
+    (not sent as output: the service held it), as for a kernel `run` started itself."""
+    wait_ready(command, service)
+    done = subprocess.run(command("run", "kp/kp-py", "--code",
+                                  "import os; os.write(2, b'last-words\\n'); os._exit(7)"),
+                          env=service, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "last-words" in done.stderr, done.stderr

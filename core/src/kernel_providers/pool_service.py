@@ -146,7 +146,9 @@ class _Session:
     async def watch(self, kernel: KernelLauncher) -> None:
         status = await kernel.wait()
         with contextlib.suppress(Exception):
-            await self.send({"event": "exit", "status": status})
+            await kernel.output_complete()
+            # Its output goes along: an error about the kernel's end quotes it.
+            await self.send({"event": "exit", "status": status, "output": kernel.output})
 
     async def end(self) -> None:
         """The client is done or gone, however: its kernel goes too."""
@@ -255,6 +257,7 @@ class ServiceKernel(KernelLauncher):
         self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._handed_back = False
+        self._output = ""
         self._reading = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -263,6 +266,7 @@ class ServiceKernel(KernelLauncher):
                 message = json.loads(line)
                 if message.get("event") == "exit":
                     self._status = message.get("status")
+                    self._output = str(message.get("output") or "")
                     self._ended.set()
                 else:
                     await self._answers.put(message)
@@ -284,8 +288,8 @@ class ServiceKernel(KernelLauncher):
 
     @property
     def output(self) -> str:
-        """Empty: the service holds the kernel's output."""
-        return ""
+        """The kernel's output, once it ended (the service holds it until then)."""
+        return self._output
 
     async def wait(self) -> int | None:
         await self._ended.wait()
