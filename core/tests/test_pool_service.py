@@ -113,6 +113,12 @@ def test_a_dead_clients_kernel_is_ended(command: Command, service: dict[str, str
 
 def test_stop_ends_the_pooled_kernels(command: Command, service: dict[str, str]) -> None:
     pids = wait_ready(command, service)
+    table = subprocess.run(command("pool", "status"), env=service, capture_output=True,
+                           text=True, timeout=30)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()[1:3]
+    assert header.split()[:3] == ["KERNEL", "TYPE", "READY"]
+    assert row.split()[:2] == ["kp/kp-py", "1"] and "MiB" in row, table.stdout
     holder = status(command, service)["holder_pid"]
     done = subprocess.run(command("pool", "stop"), env=service, capture_output=True,
                           text=True, timeout=60)
@@ -126,6 +132,9 @@ def test_stop_ends_the_pooled_kernels(command: Command, service: dict[str, str])
     again = subprocess.run(command("pool", "status"), env=service, capture_output=True,
                            text=True, timeout=30)
     assert again.returncode == 3 and "no pool service runs" in again.stderr
+    stop = subprocess.run(command("pool", "stop"), env=service, capture_output=True,
+                          text=True, timeout=30)
+    assert stop.returncode == 3 and "no pool service runs" in stop.stderr
 
 
 def test_serve_without_a_pool_says_what_to_configure(command: Command,
