@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from kernel_providers.testing import process_alive
+from kernel_providers import KernelFinder
+from kernel_providers.testing import ConformanceSuite, command_argv, process_alive
+
+CLI_PLUGIN = Path(__file__).parent / "cli_plugin"
 
 Command = Callable[..., list[str]]
 
@@ -22,16 +25,19 @@ Command = Callable[..., list[str]]
 @pytest.fixture
 def service(command: Command, cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A running pool service holding one kp/kp-py; the environment to reach it."""
-    Path(cli_env["KERNEL_PROVIDERS_CONFIG"]).write_text('[pool."kp/kp-py"]\nsize = 1\n')
-    done = subprocess.run(command("pool", "serve", "--detach"), env=cli_env,
+    yield from serving(command, cli_env)
+
+
+def serving(command: Command, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    Path(env["KERNEL_PROVIDERS_CONFIG"]).write_text('[pool."kp/kp-py"]\nsize = 1\n')
+    done = subprocess.run(command("pool", "serve", "--detach"), env=env,
                           capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
     try:
-        wait_ready(command, cli_env)
-        yield cli_env
+        wait_ready(command, env)
+        yield env
     finally:
-        subprocess.run(command("pool", "stop"), env=cli_env, capture_output=True,
-                       timeout=60)
+        subprocess.run(command("pool", "stop"), env=env, capture_output=True, timeout=60)
 
 
 def status(command: Command, env: dict[str, str]) -> dict[str, object]:
@@ -179,3 +185,42 @@ def test_a_service_kernel_that_dies_says_why(command: Command, service: dict[str
                           env=service, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "last-words" in done.stderr, done.stderr
+
+
+class TestServiceKernelConformance(ConformanceSuite):
+    """The launcher contract holds for kernels the pool service hands out (each test's
+    first launch takes one: the finder fixture waits until the service has one)."""
+
+    kernel_id = "kp/kp-py"
+    failing_kernel_id = "kp/kp-dies"
+    failing_kernel_output = "kp-dies-marker"
+    concurrent_launches = 4
+
+    @pytest.fixture
+    def finder(self, kp_isolated: Path, command: Command, cli_env: dict[str, str],
+               monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+               ) -> Iterator[KernelFinder]:
+        # This process as the service's callers are: its environment (pytest's own
+        # variable as it will be while the test runs), its plugin.
+        env = {**cli_env, "PYTEST_CURRENT_TEST": f"{request.node.nodeid} (call)"}
+        for name in set(os.environ) - set(env):
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.syspath_prepend(str(CLI_PLUGIN))
+        for _ in serving(command, env):
+            self.env = env
+            yield KernelFinder()
+
+    env: dict[str, str] = {}
+
+    def leftovers(self, runtime_dir: Path) -> set[str]:
+        # What the service holds ready (once its refills are done) is the service's.
+        while True:
+            kind = status(command_argv, self.env)["types"]["kp/kp-py"]  # type: ignore[index]
+            if not kind["starting"]:
+                break
+            time.sleep(0.05)
+        pooled = {Path(f).name for f in kind["connection_files"]}
+        return {p.name for p in Path(self.env["JUPYTER_RUNTIME_DIR"]).glob("kernel-*")
+                if p.name not in pooled and p.suffix == ".json"}

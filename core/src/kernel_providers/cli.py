@@ -297,7 +297,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         await asyncio.shield(launcher.cleanup())
         raise
     _patient_while_shutting_down(loop)
-    await launcher.shutdown()
+    await launcher.release()  # (its exit status is not this command's)
     return EXIT_OK if reply["content"].get("status") == "ok" else EXIT_CODE_RAISED
 
 
@@ -328,8 +328,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
         return EXIT_OK if status == 0 else EXIT_KERNEL_FAILED
     ended.cancel()
     status = await launcher.shutdown()
-    _err(f"kernel {launcher.kernel_type.id} shut down" + (
-        f" (status {status})" if status is not None else " by the pool service"))
+    _err(f"kernel {launcher.kernel_type.id} shut down (status {status})")
     return EXIT_OK
 
 

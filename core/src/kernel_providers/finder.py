@@ -78,7 +78,9 @@ class _Restarter:
 
     async def relaunch(self, launcher: KernelLauncher,
                        options: LaunchOptions) -> KernelLauncher:
-        return await self.finder.relaunch(launcher, options)
+        # Discovered here first: the service's kernel needed none in this process.
+        kernel_type = await self.finder.get_kernel_type(launcher.kernel_type.id)
+        return await self.finder.start_unpooled(kernel_type, options)
 
     def stopped(self, launcher: KernelLauncher, status: int | None) -> None:
         pass
@@ -344,14 +346,17 @@ class KernelFinder:
     async def _pooled(self, kernel_id: str,
                       options: LaunchOptions | None) -> KernelLauncher | None:
         """A ready kernel from this user's pool service (asked without discovery here:
-        the service knows its kernel types), else from this process's pool."""
-        if pool_adaptable(options) and not switched_off("KERNEL_PROVIDERS_POOL"):
-            from .pool_service import take
+        the service knows its kernel types), else from this process's pool (not while
+        a service runs: it is the pool the user chose)."""
+        if not switched_off("KERNEL_PROVIDERS_POOL"):
+            from .pool_service import socket_path, take
 
-            asked = options or LaunchOptions()
-            launcher = await take(kernel_id, asked.cwd, dict(asked.env))
-            if launcher is not None:
-                launcher.managed_by(_Restarter(self))
+            if socket_path().exists():
+                asked = options or LaunchOptions()
+                launcher = await take(kernel_id, asked.cwd, dict(asked.env)) \
+                    if pool_adaptable(options) else None
+                if launcher is not None:
+                    launcher.managed_by(_Restarter(self))
                 return launcher
         if self.pool is not None:
             return await self.pool.take(await self.get_kernel_type(kernel_id), options)

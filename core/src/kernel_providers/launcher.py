@@ -401,6 +401,12 @@ class KernelLauncher(ABC):
         await self.cleanup()
         return status
 
+    async def release(self) -> None:
+        """Be done with the kernel as fast as possible: ``shutdown`` here; a kernel held
+        by another process (the pool service) goes back to it, which shuts it down
+        while this process goes on. For callers that do not need the exit status."""
+        await self.shutdown()
+
     async def _wait_for(self, seconds: float) -> bool:
         try:
             await asyncio.wait_for(self.wait(), seconds)

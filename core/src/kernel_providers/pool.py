@@ -304,8 +304,8 @@ class KernelPool:
 
     def status(self) -> dict[str, Any]:
         """Per kernel type: ready, starting, wanted, hits, misses, why the last miss,
-        the last start error, and the pids and resident memory (bytes) of the ready
-        kernels that run here (None for others)."""
+        the last start error, the ready kernels' connection files, and their pids and
+        resident memory (bytes) where they run here (None for others)."""
         types = {}
         for kernel_id in sorted(set(self.wanted()) | set(self._counts)):
             counts = self._count(kernel_id)
@@ -316,6 +316,7 @@ class KernelPool:
                 "misses": counts.misses, "last_miss": counts.last_miss or None,
                 "last_error": counts.last_error or None,
                 "pids": [getattr(p.launcher, "pid", None) for p in ready],
+                "connection_files": [p.launcher.connection_file for p in ready],
                 "rss": [_rss(p.launcher) for p in ready]}
         return {"cap": self.settings.cap, "held": self.held(), "holder_pid": os.getpid(),
                 "holder_rss": _rss_of(os.getpid()), "types": types}

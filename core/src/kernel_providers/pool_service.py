@@ -304,20 +304,30 @@ class ServiceKernel(KernelLauncher):
             await self._ask({"op": "kill"})
 
     async def shutdown(self, timeout: float = 10.0) -> int | None:
-        """Hand the kernel back: the service shuts it down politely, then firmly, as
-        ``shutdown`` does, while this process goes on. Returns its status if it had
-        ended already, else None (the service sees its end)."""
+        """The service shuts the kernel down politely, then firmly, as ``shutdown``
+        does; its status once it ended."""
+        self.close_connection()
+        if self.poll() is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ask({"op": "shutdown"}), 10)
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(self.wait(), timeout + 5)
+        await self.cleanup()
+        return self.poll()
+
+    async def release(self) -> None:
+        """Hand the kernel back: the service shuts it down (politely, then firmly) while
+        this process goes on."""
         self.close_connection()
         if self.poll() is None:
             with contextlib.suppress(Exception):
                 answer = await asyncio.wait_for(self._ask({"op": "shutdown"}), 10)
                 self._handed_back = bool(answer.get("ok"))
         await self.cleanup()
-        return self.poll()
 
     async def cleanup(self) -> None:
-        """Let go of the kernel: handed back (``shutdown``), the service ends it; else
-        it is killed as ``cleanup`` does."""
+        """Let go of the kernel: handed back (``release``), the service ends it; else it
+        is killed as ``cleanup`` does."""
         if self._handed_back:
             self.close_connection()
             self._writer.close()

@@ -110,7 +110,7 @@ def command_environment(folder: Path, disable: str, **extra: str) -> dict[str, s
     an empty config file and private Jupyter path, data, cache and IPython dirs under
     ``folder``; ``disable`` goes to KERNEL_PROVIDERS_DISABLE, ``extra`` on top."""
     runtime = folder / "runtime"
-    runtime.mkdir(mode=0o700)
+    runtime.mkdir(mode=0o700, exist_ok=True)  # (kp_isolated's, when a test has both)
     runtime.chmod(0o700)  # whatever the umask
     config = folder / "kernel_providers.toml"
     config.write_text("")
