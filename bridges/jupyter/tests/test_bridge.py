@@ -387,6 +387,14 @@ def test_nbclient_runs_an_ssh_kernel(docker_kernel: str, jupyter_env: Path, tmp_
         client.close()
 
 
+# Prints the kernel's folder, and when its process started (boot time + start ticks).
+CWD_AND_START = (
+    "import os\nprint(os.getcwd())\n"
+    "boot = next(int(l.split()[1]) for l in open('/proc/stat') if l.startswith('btime'))\n"
+    "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+    "print(boot + ticks / os.sysconf('SC_CLK_TCK'))")
+
+
 @pytest.mark.timeout(300)
 def test_jupyter_server_hands_out_pooled_kernels(jupyter_env: Path, tmp_path: Path) -> None:
     """[pool] configured: the server's kernels are started before a client asks, and a
@@ -407,12 +415,7 @@ def test_jupyter_server_hands_out_pooled_kernels(jupyter_env: Path, tmp_path: Pa
             asked = time.time()
             kernel = await server.request("POST", "/api/kernels",
                                           {"name": "kp-bridge-only", "path": "sub/nb.ipynb"})
-            messages = await server.execute(kernel["id"], (  # cwd, and when it started
-                "import os\nprint(os.getcwd())\n"
-                "boot = next(int(l.split()[1]) for l in open('/proc/stat')"
-                " if l.startswith('btime'))\n"
-                "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
-                "print(boot + ticks / os.sysconf('SC_CLK_TCK'))"))
+            messages = await server.execute(kernel["id"], CWD_AND_START)
             cwd, started = _stdout(messages).split()
             assert cwd == str(tmp_path / "sub")
             assert float(started) < asked, "the kernel was started after the request"
@@ -423,12 +426,7 @@ def test_jupyter_server_hands_out_pooled_kernels(jupyter_env: Path, tmp_path: Pa
             # adopts; a client reconnects, as JupyterLab does after a restart).
             asked = time.time()
             await server.request("POST", f"/api/kernels/{kernel['id']}/restart")
-            messages = await server.execute(kernel["id"], (
-                "import os\nprint(os.getcwd())\n"
-                "boot = next(int(l.split()[1]) for l in open('/proc/stat')"
-                " if l.startswith('btime'))\n"
-                "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
-                "print(boot + ticks / os.sysconf('SC_CLK_TCK'))"))
+            messages = await server.execute(kernel["id"], CWD_AND_START)
             cwd, restarted = _stdout(messages).split()
             assert cwd == str(tmp_path / "sub")
             assert float(restarted) < asked, "the restart started a kernel of its own"

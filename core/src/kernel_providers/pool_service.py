@@ -188,16 +188,25 @@ async def _answers(path: Path) -> bool:
     return True
 
 
-async def service_request(request: dict[str, Any], timeout: float = 10.0
-                          ) -> dict[str, Any] | None:
-    """One request to the service; its answer, or None when no service answers."""
+async def _connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to the service; None when none runs (the common case costs one
+    stat) or it does not answer."""
     path = socket_path()
     if not path.exists():
         return None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2)
+        return await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2)
     except (OSError, asyncio.TimeoutError, TimeoutError):
         return None
+
+
+async def service_request(request: dict[str, Any], timeout: float = 10.0
+                          ) -> dict[str, Any] | None:
+    """One request to the service; its answer, or None when no service answers."""
+    streams = await _connect()
+    if streams is None:
+        return None
+    reader, writer = streams
     try:
         writer.write((json.dumps(request) + "\n").encode())
         await writer.drain()
@@ -212,13 +221,10 @@ async def take(kernel_id: str, cwd: str | None = None,
     """A kernel of ``kernel_id`` from this user's pool service, set up for ``cwd``,
     ``env`` and this process's environment; None when no service runs or it has none
     ready."""
-    path = socket_path()
-    if not path.exists():  # the common case: one stat, nothing else
+    streams = await _connect()
+    if streams is None:
         return None
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2)
-    except (OSError, asyncio.TimeoutError, TimeoutError):
-        return None
+    reader, writer = streams
     try:
         writer.write((json.dumps({"op": "take", "id": kernel_id, "cwd": cwd, "env": env or {},
                                   "caller_cwd": os.getcwd(), "environ": dict(os.environ)})
