@@ -330,7 +330,7 @@ class KernelFinder:
         Routes by the id's provider prefix; applies the ``kernel_launch_options``
         hooks; on any failure the launch is cleaned up before the error propagates.
         """
-        pooled = await self._pooled(kernel_id, options)
+        pooled = await self.take_pooled(kernel_id, options)
         if pooled is not None:  # (its start was observed where it started)
             return pooled
         kernel_type = await self.get_kernel_type(kernel_id)
@@ -339,15 +339,9 @@ class KernelFinder:
     async def take_pooled(self, kernel_id: str,
                           options: LaunchOptions | None = None) -> KernelLauncher | None:
         """A ready kernel of ``kernel_id`` set up as ``options`` asks, from this user's
-        pool service or this finder's pool; None if neither has one (nothing is
-        started then)."""
-        return await self._pooled(kernel_id, options)
-
-    async def _pooled(self, kernel_id: str,
-                      options: LaunchOptions | None) -> KernelLauncher | None:
-        """A ready kernel from this user's pool service (asked without discovery here:
-        the service knows its kernel types), else from this process's pool (not while
-        a service runs: it is the pool the user chose)."""
+        pool service (asked without discovery here: the service knows its kernel
+        types), else from this finder's pool (not while a service runs: it is the pool
+        the user chose); None if there is none (nothing is started then)."""
         if not switched_off("KERNEL_PROVIDERS_POOL"):
             from .pool_service import socket_path, take
 

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -129,8 +130,8 @@ class KernelPool:
         self._starting: dict[str, int] = {}
         self._recent: deque[str] = deque(maxlen=max(settings.recent, 0))
         self._counts: dict[str, _Counts] = {}
-        self._tasks: set[asyncio.Future[None]] = set()  # starts, expiries, shutdowns
-        self._starts: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # starts, expiries, shutdowns
+        self._starts: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -162,11 +163,7 @@ class KernelPool:
                 if self._count(kernel_id).failed >= 3:
                     break  # it keeps failing: no tight loop of failing starts
                 self._starting[kernel_id] = self._starting.get(kernel_id, 0) + 1
-                task = asyncio.ensure_future(self._start_one(kernel_id))
-                self._tasks.add(task)
-                self._starts.add(task)
-                task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(self._starts.discard)
+                self._starts.add(self._spawn(self._start_one(kernel_id)))
 
     async def filled(self) -> None:
         """Wait until the starts under way are done (ready or failed)."""
@@ -202,10 +199,12 @@ class KernelPool:
         if idle > 0:
             self._spawn(self._expire(kernel_id, launcher, idle))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._starts.discard)
+        return task
 
     async def _expire(self, kernel_id: str, launcher: KernelLauncher, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -255,6 +254,10 @@ class KernelPool:
         else:
             counts.hits += 1
         return launcher
+
+    def last_miss(self, kernel_id: str) -> str:
+        """Why the last request for ``kernel_id`` missed ("" if none did)."""
+        return self._count(kernel_id).last_miss
 
     def missed(self, kernel_id: str, why: str) -> None:
         """Count a request for ``kernel_id`` the pool could not serve, and why."""

@@ -172,7 +172,7 @@ async def _take(finder: KernelFinder, request: dict[str, Any]
     caller = Caller(str(request.get("caller_cwd") or "/"), dict(request.get("environ") or {}))
     launcher = await pool.take(kernel_type, options, caller)
     if launcher is None:
-        return None, pool.status()["types"].get(kernel_type.id, {}).get("last_miss") or ""
+        return None, pool.last_miss(kernel_type.id)
     return launcher, ""
 
 

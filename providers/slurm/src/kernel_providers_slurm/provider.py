@@ -89,11 +89,16 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
         commands on PATH; a login host is not asked until a launch, except by profiles
         that list the cluster's kernelspecs)."""
         profiles = parse_profiles(self.config.profiles)
-        local = [name for name, profile in profiles.items() if profile.login is None]
+        no_sbatch = shutil.which("sbatch") is None
+        if no_sbatch and profiles and all(p.login is None for p in profiles.values()):
+            raise ProviderUnavailable(
+                "Slurm's sbatch is not on PATH: install Slurm's client commands (Debian:"
+                " slurm-client) with the cluster's configuration, or leave the provider"
+                " out with KERNEL_PROVIDERS_DISABLE=slurm")
         self._profiles = {}
         kernels = []
         for name, profile in profiles.items():
-            if profile.login is None and shutil.which("sbatch") is None:
+            if profile.login is None and no_sbatch:
                 report_problem(
                     f"slurm/{name}: Slurm's sbatch is not on PATH: install Slurm's client"
                     " commands (Debian: slurm-client) with the cluster's configuration,"
@@ -110,11 +115,6 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
                 for spec_kernel, spec_profile in await self._cluster_specs(name, profile):
                     self._profiles[spec_kernel.id] = spec_profile
                     kernels.append(spec_kernel)
-        if local and not kernels and len(local) == len(profiles):
-            raise ProviderUnavailable(
-                "Slurm's sbatch is not on PATH: install Slurm's client commands (Debian:"
-                " slurm-client) with the cluster's configuration, or leave the provider"
-                " out with KERNEL_PROVIDERS_DISABLE=slurm")
         return kernels
 
     async def _cluster_specs(self, name: str, profile: SlurmProfile
