@@ -222,6 +222,24 @@ def test_a_dead_launchers_job_ends(job_dir: Path, reaper: bool) -> None:
         shutil.rmtree(job_dir, ignore_errors=True)
 
 
+def test_a_busy_event_loop_does_not_end_the_kernel(job_dir: Path) -> None:
+    """The lease says the launching *process* lives, not that its event loop is free: a
+    Jupyter server busy for longer than the lease (a blocking call in a handler) keeps
+    its Slurm kernels."""
+    async def scenario() -> None:
+        launcher = await finder_for(job_dir, lease_seconds=2).launch("slurm/py")
+        try:
+            await launcher.execute("x = 1")
+            time.sleep(5)  # blocks this event loop: no coroutine runs meanwhile
+            await asyncio.sleep(0.5)  # (the nanny's check runs every 0.1 s)
+            out, _, _ = await run_code(launcher, "print(x + 1)")
+            assert out == "2\n", launcher.output
+        finally:
+            assert await launcher.shutdown() == 0
+
+    asyncio.run(scenario())
+
+
 def test_cleanup_cancels_only_our_orphans(job_dir: Path, tmp_path: Path) -> None:
     """A job whose comment looks like ours (with a dead launcher) but whose owner tag
     does not verify is never touched; an orphan of ours is cancelled."""

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from kernel_providers.sdk import LaunchFailed, ProviderUnavailable
@@ -55,26 +56,8 @@ class Cluster:
         """Set ``path``'s mtime to now."""
         raise NotImplementedError
 
-    def write_now(self, path: str, text: str) -> None:
-        """``write``, done before this returns, from any thread (in a thread of its
-        own with an event loop and connection of its own; errors are ignored: the
-        lease then runs out as if the write had not been asked for)."""
-        def write() -> None:
-            async def once() -> None:
-                cluster = self.fresh()
-                try:
-                    await cluster.write(path, text)
-                finally:
-                    await cluster.close()
-            with contextlib.suppress(Exception):
-                asyncio.run(once())
-
-        worker = threading.Thread(target=write, name="kernel-providers-slurm-write")
-        worker.start()
-        worker.join(COMMAND_SECONDS)
-
     def fresh(self) -> Cluster:
-        """Another view of the same place, for another event loop."""
+        """Another view of the same place, for the leases' thread (see lease.py)."""
         return LocalCluster()
 
     async def make_folder(self, root: str) -> str:
@@ -229,12 +212,20 @@ class LoginCluster(Cluster):
             await (await self._sftp()).rmtree(path, ignore_errors=True)
 
     def fresh(self) -> Cluster:
-        return LoginCluster(self.pool, self.alias)
+        # The leases' thread has a pool of its own (a pool is not shared across
+        # threads), one per pool of ours: its leases on a login host share a connection.
+        with _LEASE_POOLS_LOCK:
+            pool = _LEASE_POOLS.setdefault(self.pool, HostPool(self.pool.config))
+        return LoginCluster(pool, self.alias)
 
     def reaper_kwargs(self) -> dict[str, Any]:
         config = self.pool.config
         return {"login": self.login, "ssh_config": config.ssh_config,
                 "known_hosts": config.known_hosts}
+
+
+_LEASE_POOLS: weakref.WeakKeyDictionary[HostPool, HostPool] = weakref.WeakKeyDictionary()
+_LEASE_POOLS_LOCK = threading.Lock()
 
 
 def ssh_pool(ssh_config: str | None, known_hosts: str | None) -> HostPool:

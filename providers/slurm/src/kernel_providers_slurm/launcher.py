@@ -38,6 +38,7 @@ from kernel_providers_ssh.launcher import forward_ports
 from .cluster import Cluster
 from .config import SlurmConfig, SlurmProfile
 from .jobs import JobState, cancel_on, job_state, submit
+from .lease import Lease
 
 if TYPE_CHECKING:
     import asyncssh
@@ -50,8 +51,6 @@ log = logging.getLogger("kernel_providers_slurm")
 
 #: how every job of ours is tagged: its comment starts so, then key=value fields
 COMMENT_PREFIX = "kernel-providers"
-#: what the lease file holds while no process holds the job (see SlurmLauncher.detach)
-DETACHED = "detached"
 NANNY = Path(__file__).with_name("nanny.py")
 
 
@@ -113,7 +112,7 @@ class SlurmLauncher(WatchedLauncher):
         self._tail = 0
         self._claim_file: Path | None = None
         self._watch = asyncio.ensure_future(self._follow())
-        self._lease = asyncio.ensure_future(_renew_lease(job, config.lease_seconds))
+        self._lease = Lease(job.cluster, job.path("lease"), config.lease_seconds)
 
     async def _follow(self) -> None:
         # The nanny's exit.json says how the kernel ended; Slurm's state says when the
@@ -189,10 +188,7 @@ class SlurmLauncher(WatchedLauncher):
         "detached" (the nanny no longer ends the kernel when renewals stop) until a
         process re-attaches; `kernel-providers cleanup` ends it if none does."""
         super().detach()
-        self._lease.cancel()
-        # Written before this returns: the caller may end its process (and its event
-        # loop) right after, and it may call from another thread than the launcher's.
-        self.job.cluster.write_now(self.job.path("lease"), DETACHED)
+        self._lease.detach()
 
     def hold_claim(self, claim_file: Path) -> None:
         """Keep ``claim_file`` (this process re-attached to the job) until cleanup."""
@@ -202,7 +198,7 @@ class SlurmLauncher(WatchedLauncher):
     async def free_resources(self) -> None:
         """Cancel the job (if it still runs), wait until it left the queue (it may be
         completing for a moment), and remove its folder."""
-        self._lease.cancel()
+        self._lease.release()
         self._watch.cancel()
         if self._claim_file is not None:
             self._claim_file.unlink(missing_ok=True)
@@ -221,18 +217,6 @@ class SlurmLauncher(WatchedLauncher):
             await cluster.remove_tree(self.job.folder)
         finally:
             await cluster.close()
-
-
-async def _renew_lease(job: Job, seconds: float) -> None:
-    """Renew the job's lease while this process runs: the nanny ends the kernel once
-    it is ``seconds`` old (this process is gone)."""
-    lease = job.path("lease")
-    with contextlib.suppress(Exception):
-        await job.cluster.write(lease, "")  # held (again): not detached
-    while True:
-        with contextlib.suppress(Exception):
-            await job.cluster.touch(lease)
-        await asyncio.sleep(max(seconds / 4, 0.5))
 
 
 #: how a job ends when Slurm, not its kernel, ends it (by its final state)
