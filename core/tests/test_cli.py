@@ -33,8 +33,8 @@ Command = Callable[..., list[str]]
 #: The plugin tests' fake installed distributions (kp-fake-good ...).
 FAKE_DISTS = Path(__file__).parent / "fake_dists"
 
-KERNEL_KEYS = {"id", "provider", "name", "display_name", "language", "metadata",
-               "resources", "interrupt_mode"}
+KERNEL_KEYS = {"id", "provider", "name", "display_name", "language", "project",
+               "launchable", "metadata", "resources", "interrupt_mode"}
 CONNECTION_KEYS = ("ip", "transport", "key", "signature_scheme", "shell_port",
                    "iopub_port", "stdin_port", "control_port", "hb_port")
 WAIT = 60.0  # seconds any one step may take before the test gives up

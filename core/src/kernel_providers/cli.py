@@ -31,6 +31,7 @@ from .text import one_line
 
 if TYPE_CHECKING:
     from .protocol import Message
+    from .types import KernelType
 
 __all__ = ["main"]
 
@@ -95,7 +96,8 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 async def cmd_list(args: argparse.Namespace) -> int:
     finder = _make_finder()
     try:
-        kernels = await finder.find_kernels(refresh=args.refresh, provider=args.provider)
+        kernels = await finder.find_kernels(refresh=args.refresh, provider=args.provider,
+                                            all=args.all)
     except NoSuchKernel:
         raise _Exit(EXIT_USAGE, f"error: no provider {args.provider!r} is installed; see"
                     " `kernel-providers providers`") from None
@@ -105,10 +107,19 @@ async def cmd_list(args: argparse.Namespace) -> int:
         print()
     elif kernels:
         _table([["ID", "LANGUAGE", "DISPLAY NAME"]]
-               + [[k.id, k.language, k.display_name] for k in kernels], sys.stdout)
+               + [[k.id, k.language, _shown_name(k)] for k in kernels], sys.stdout)
     else:
         _err("no kernels found (`kernel-providers providers` shows what was searched)")
     return EXIT_OK
+
+
+def _shown_name(kernel: KernelType) -> str:
+    """The display name, with what `list` should say about it: the working directory's
+    project (the id `.` picks it), or why it cannot start and the fix."""
+    if not kernel.launchable:
+        return f"{kernel.display_name} — not launchable: {kernel.metadata.get('hint', '')}"
+    return f"{kernel.display_name}  [project: `.`]" if kernel.in_project else \
+        kernel.display_name
 
 
 async def cmd_providers(args: argparse.Namespace) -> int:
@@ -349,6 +360,8 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON array of kernel types")
     p.add_argument("--provider", metavar="P", help="only the kernels of provider P")
     p.add_argument("--refresh", action="store_true", help="ignore cached discovery results")
+    p.add_argument("--all", action="store_true", help="also environments that cannot start"
+                   " a kernel yet (no ipykernel), with the command that fixes that")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("providers", help="installed providers and how their discovery went")
@@ -361,7 +374,8 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_info)
 
     p = sub.add_parser("run", help="start a kernel, run code in it, shut it down")
-    p.add_argument("id", help="kernel id, e.g. spec/python3")
+    p.add_argument("id", help="kernel id, e.g. spec/python3 (`.`: the kernel of the project"
+                   " enclosing the current directory)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--code", "-c", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code, or - for standard input")
@@ -372,7 +386,7 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_cleanup)
 
     p = sub.add_parser("launch", help="start a kernel and keep it running until Ctrl-C")
-    p.add_argument("id", help="kernel id, e.g. spec/python3")
+    p.add_argument("id", help="kernel id, e.g. spec/python3 (`.`: the current project's)")
     p.add_argument("--json", action="store_true",
                    help="print the connection info as JSON too")
     p.set_defaults(handler=cmd_launch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -26,6 +27,9 @@ from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 __all__ = ["KernelFinder", "ProviderReport"]
 
 log = logging.getLogger(__name__)
+
+#: the kernel id that means "the kernel of the project enclosing the working directory"
+PROJECT_ID = "."
 
 
 @dataclass
@@ -176,9 +180,11 @@ class KernelFinder:
 
     # --- discovery ---------------------------------------------------------------------
 
-    async def find_kernels(self, refresh: bool = False,
-                           provider: str | None = None) -> list[KernelType]:
-        """Every kernel of every provider (or of ``provider``), sorted by id.
+    async def find_kernels(self, refresh: bool = False, provider: str | None = None,
+                           all: bool = False) -> list[KernelType]:
+        """Every kernel of every provider (or of ``provider``): those of the working
+        directory's project first, then by id. With ``all``, also those listed only to
+        say what they lack (``launchable`` false: an environment without ipykernel).
 
         Providers whose cached answer is older than ``cache_ttl`` (or all, with
         ``refresh``) are asked again, concurrently. A provider that fails or hangs is
@@ -195,8 +201,8 @@ class KernelFinder:
             results = await asyncio.gather(*(self._discover_once(p) for p in stale))
             for pid, discovery in zip(stale, results, strict=True):
                 self._cache[pid] = discovery
-        kernels = [k for p in ids for k in self._cache[p].kernels]
-        return sorted(kernels, key=lambda k: k.id)
+        kernels = [k for p in ids for k in self._cache[p].kernels if all or k.launchable]
+        return sorted(kernels, key=lambda k: (not k.in_project, k.id))
 
     def _ttl(self, provider_id: str) -> float:
         own = self.providers[provider_id].cache_ttl
@@ -293,7 +299,10 @@ class KernelFinder:
         return asking
 
     async def get_kernel_type(self, kernel_id: str) -> KernelType:
-        """The kernel type with this id; :class:`NoSuchKernel` names close matches."""
+        """The kernel type with this id (``.``: the working directory's project's
+        kernel); :class:`NoSuchKernel` names close matches."""
+        if kernel_id == PROJECT_ID:
+            return await self._project_kernel()
         provider_id, _, name = kernel_id.partition("/")
         if not provider_id or not name:
             raise NoSuchKernel(kernel_id, [], "a kernel id is <provider>/<name>, e.g."
@@ -304,7 +313,7 @@ class KernelFinder:
                 if kernel.id == kernel_id:
                     return kernel
         for refresh in (False, True):  # a kernel installed since the cache was filled
-            kernels = await self.find_kernels(refresh=refresh, provider=provider_id)
+            kernels = await self.find_kernels(refresh=refresh, provider=provider_id, all=True)
             for kernel in kernels:
                 if kernel.id == kernel_id:
                     return kernel
@@ -320,6 +329,22 @@ class KernelFinder:
         close = [i for match in difflib.get_close_matches(name, list(by_name), n=3)
                  for i in by_name[match]][:3]
         raise NoSuchKernel(kernel_id, close, _why_missing(report, name))
+
+    async def _project_kernel(self) -> KernelType:
+        # The project's Python kernel before its other kernelspecs.
+        kernels = [k for k in await self.find_kernels(all=True) if k.in_project]
+        kernels.sort(key=lambda k: (not k.launchable, k.language != "python",
+                                    "kernelspec" in k.metadata, k.id))
+        if kernels and kernels[0].launchable:
+            return kernels[0]
+        here = os.getcwd()
+        if kernels:
+            raise NoSuchKernel(PROJECT_ID, [], f"the environment of the project enclosing"
+                               f" {here} ({kernels[0].id}) has no ipykernel:"
+                               f" {kernels[0].metadata.get('hint', 'install it there')}")
+        raise NoSuchKernel(PROJECT_ID, [], f"no project encloses {here} (a folder with a"
+                           " pyproject.toml or pixi.toml and its environment: .venv,"
+                           " .pixi/envs, hatch's or PDM's)")
 
     # --- launching ---------------------------------------------------------------------
 

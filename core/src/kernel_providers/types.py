@@ -73,6 +73,18 @@ class KernelType:
         """The part of the id after the provider prefix."""
         return self.id.partition("/")[2]
 
+    @property
+    def launchable(self) -> bool:
+        """False for a kernel type listed only to say what it lacks (``metadata``
+        ``launchable: false``, with a ``hint``); ``list --all`` shows those."""
+        return self.metadata.get("launchable") is not False
+
+    @property
+    def in_project(self) -> bool:
+        """Whether it belongs to the project enclosing the working directory (``metadata``
+        ``project: true``): listed first, and what the id ``.`` picks."""
+        return self.metadata.get("project") is True
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape printed by ``kernel-providers list --json``."""
         data = asdict(self)
@@ -82,6 +94,8 @@ class KernelType:
             "name": self.name,
             "display_name": data["display_name"],
             "language": data["language"],
+            "project": self.in_project,
+            "launchable": self.launchable,
             "metadata": data["metadata"],
             "resources": data["resources"],
             "interrupt_mode": data["interrupt_mode"],

@@ -14,34 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel_providers.sdk import (
-    KernelLauncher,
-    KernelProvider,
-    KernelType,
-    LaunchOptions,
-    one_line,
-    report_problem,
-)
+from kernel_providers.sdk import KernelType, one_line, report_problem
 
-from .activation import conda_activation
 from .environments import (
     Environment,
-    Known,
-    ProbeCache,
+    Location,
     env_kernelspecs,
     find_python,
     folder_entries,
     has_package,
-    launch_in_environment,
-    launch_inputs,
-    list_kernels,
     looks_like,
     mtime_stamp,
     site_packages,
-    unique_names,
 )
+from .provider import EnvironmentProvider
 
-__all__ = ["CondaConfig", "CondaProvider", "read_envs_dirs"]
+__all__ = ["CondaConfig", "CondaProvider", "is_conda", "probe_conda", "read_envs_dirs"]
 
 _WELL_KNOWN_ROOTS = ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "micromamba",
                      ".local/share/mamba")
@@ -92,7 +80,8 @@ def _expand(path: str) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
-def _is_conda(prefix: Path) -> bool:
+def is_conda(prefix: Path) -> bool:
+    """Whether ``prefix`` is a conda prefix (it has conda-meta)."""
     return (prefix / "conda-meta").is_dir()
 
 
@@ -103,21 +92,79 @@ def _root_of(executable: str) -> Path | None:
     return None
 
 
-class CondaProvider(KernelProvider[CondaConfig]):
+def watched_conda(prefix: Path) -> list[Path]:
+    """The folders whose mtimes validate a conda prefix's probe."""
+    return [prefix / "conda-meta", prefix / "share" / "jupyter" / "kernels",
+            site_packages(prefix)[0] or prefix / "lib"]
+
+
+def probe_conda(prefix: Path) -> Environment:
+    """A conda prefix, by its package records (no Python started)."""
+    problems: list[str] = []
+    meta = prefix / "conda-meta"
+    # An OSError (conda-meta gone or unreadable ...) goes to ProbeCache.get: reported,
+    # and probed again next time (a chmod changes no mtime).
+    records = os.listdir(meta)
+    packages: dict[str, tuple[str, Path]] = {}
+    for record in records:
+        if record.endswith(".json") and record.count("-") >= 2:
+            name, package_version, _ = record[:-5].rsplit("-", 2)
+            packages[name] = (package_version, meta / record)
+    has_ipykernel = False
+    if "ipykernel" in packages:
+        path = packages["ipykernel"][1]
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+            has_ipykernel = True
+        except PermissionError:
+            raise  # ProbeCache.get: reported, and probed again next time
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: unreadable package record ({exc}); the"
+                            " environment's Python kernel is skipped")
+    sp, sp_version = site_packages(prefix)
+    if not has_ipykernel and not problems:
+        has_ipykernel = has_package(sp, "ipykernel")  # pip-installed into the env
+    python_record = packages.get("python")
+    version = (".".join(python_record[0].split(".")[:2]) if python_record
+               else sp_version)  # "3.11", for the display name
+    python = find_python(prefix)
+    if has_ipykernel and python is None:
+        problems.append(f"{prefix}: ipykernel is installed but the interpreter"
+                        f" {prefix / 'bin' / 'python'} is missing; install it"
+                        f" (`conda install -p {prefix} python`) or exclude the"
+                        " environment; skipped")
+        has_ipykernel = False
+    env_vars: dict[str, str] = {}
+    state = meta / "state"
+    if state.exists():
+        try:
+            env_vars = {str(k): str(v) for k, v in
+                        json.loads(state.read_text(encoding="utf-8"))
+                        .get("env_vars", {}).items()}
+        except PermissionError:
+            raise  # ProbeCache.get: reported, and probed again next time
+        except (OSError, ValueError, AttributeError) as exc:
+            problems.append(f"{state}: unreadable ({exc}); its env_vars are not set")
+    specs, spec_problems = env_kernelspecs(prefix)
+    return Environment(prefix, "conda", python, version, has_ipykernel, specs, env_vars,
+                       tuple(problems + spec_problems), bool(spec_problems))
+
+
+class CondaProvider(EnvironmentProvider[CondaConfig]):
     """Every conda environment with ipykernel (``conda/<env>``) and every kernelspec
-    installed inside one (``conda/<env>/<spec>``), launched activated."""
+    installed inside one (``conda/<env>/<spec>``), launched activated; environments of
+    every conda install at once (miniconda, miniforge, mambaforge, micromamba's root),
+    each once."""
 
     id: ClassVar[str] = "conda"
     config_class: ClassVar[type[Any] | None] = CondaConfig
-    cache_ttl: ClassVar[float | None] = 0  # validated by mtimes, cheaply, every time
+    probe = staticmethod(probe_conda)
+    watched = staticmethod(watched_conda)
 
     def __init__(self) -> None:
-        self.config = CondaConfig()
-        self._probes = ProbeCache(self._watched, self._probe, self.id)
+        super().__init__(CondaConfig())
         self._listed: tuple[tuple[int, ...], list[Path]] | None = None
-        self._kernels: Known = {}
-        self._named: set[Path] = set()
-        self._inputs: list[Path] = []  # what the last listing read, besides environments
+        self._found: tuple[list[Path], list[Path], list[Path], list[Path]] = ([], [], [], [])
 
     # --- where conda keeps environments ------------------------------------------------
 
@@ -145,7 +192,7 @@ class CondaProvider(KernelProvider[CondaConfig]):
         candidates += [Path("/opt/conda"), Path("/opt/miniconda3"), Path("/opt/miniforge3")]
         for root in candidates:
             if root is not None and root not in roots and looks_like(
-                    _is_conda, root, root.name, self.config.exclude, self.id):
+                    is_conda, root, root.name, self.config.exclude, self.id):
                 roots.append(root)
         return roots
 
@@ -210,83 +257,23 @@ class CondaProvider(KernelProvider[CondaConfig]):
         self._listed = (stamp, prefixes)
         return prefixes
 
-    # --- probing -----------------------------------------------------------------------
-
-    @staticmethod
-    def _watched(prefix: Path) -> list[Path]:
-        return [prefix / "conda-meta", prefix / "share" / "jupyter" / "kernels",
-                site_packages(prefix)[0] or prefix / "lib"]
-
-    @staticmethod
-    def _probe(prefix: Path) -> Environment:
-        problems: list[str] = []
-        meta = prefix / "conda-meta"
-        # An OSError (conda-meta gone or unreadable ...) goes to ProbeCache.get: reported,
-        # and probed again next time (a chmod changes no mtime).
-        records = os.listdir(meta)
-        packages: dict[str, tuple[str, Path]] = {}
-        for record in records:
-            if record.endswith(".json") and record.count("-") >= 2:
-                name, package_version, _ = record[:-5].rsplit("-", 2)
-                packages[name] = (package_version, meta / record)
-        has_ipykernel = False
-        if "ipykernel" in packages:
-            path = packages["ipykernel"][1]
-            try:
-                json.loads(path.read_text(encoding="utf-8"))
-                has_ipykernel = True
-            except PermissionError:
-                raise  # ProbeCache.get: reported, and probed again next time
-            except (OSError, ValueError) as exc:
-                problems.append(f"{path}: unreadable package record ({exc}); the"
-                                " environment's Python kernel is skipped")
-        sp, sp_version = site_packages(prefix)
-        if not has_ipykernel and not problems:
-            has_ipykernel = has_package(sp, "ipykernel")  # pip-installed into the env
-        python_record = packages.get("python")
-        version = (".".join(python_record[0].split(".")[:2]) if python_record
-                   else sp_version)  # "3.11", for the display name
-        python = find_python(prefix)
-        if has_ipykernel and python is None:
-            problems.append(f"{prefix}: ipykernel is installed but the interpreter"
-                            f" {prefix / 'bin' / 'python'} is missing; install it"
-                            f" (`conda install -p {prefix} python`) or exclude the"
-                            " environment; skipped")
-            has_ipykernel = False
-        env_vars: dict[str, str] = {}
-        state = meta / "state"
-        if state.exists():
-            try:
-                env_vars = {str(k): str(v) for k, v in
-                            json.loads(state.read_text(encoding="utf-8"))
-                            .get("env_vars", {}).items()}
-            except PermissionError:
-                raise  # ProbeCache.get: reported, and probed again next time
-            except (OSError, ValueError, AttributeError) as exc:
-                problems.append(f"{state}: unreadable ({exc}); its env_vars are not set")
-        specs, spec_problems = env_kernelspecs(prefix)
-        return Environment(prefix, "conda", python, version, has_ipykernel, specs, env_vars,
-                           tuple(problems + spec_problems), bool(spec_problems))
-
-    def _scan(self, listed: list[Path], roots: list[Path], dirs: list[Path]) -> list[KernelType]:
-        claims: list[tuple[str, Path]] = []
+    def locations(self) -> tuple[list[Location], list[Path]]:
+        listed, roots, dirs, inputs = self._found
+        claims: list[Location] = []
         if self.config.include_root:
-            claims += [("base" if i == 0 else root.name, root) for i, root in enumerate(roots)]
+            claims += [Location("base" if i == 0 else root.name, root, "conda", "conda",
+                                named=True) for i, root in enumerate(roots)]
         exclude = self.config.exclude
         for directory in dirs:
             for child, prefix in folder_entries(directory):
-                if looks_like(_is_conda, prefix, child, exclude, self.id):
-                    claims.append((child, prefix))
+                if looks_like(is_conda, prefix, child, exclude, self.id):
+                    claims.append(Location(child, prefix, "conda", "conda", named=True))
         root_set = set(roots)
         extra = {p for p in listed + self._environments_txt() if p not in root_set
-                 and looks_like(_is_conda, p, p.name, exclude, self.id)}
-        claims += [(p.name, p) for p in sorted(extra)]
-        names = unique_names(claims)
-        kernels, known = list_kernels(names, self._probes, self.config.exclude, self.id)
+                 and looks_like(is_conda, p, p.name, exclude, self.id)}
         # conda names an environment in an envs dir (or a root); others by their path
-        self._named = {p for p in names if p.parent in dirs or p in root_set}
-        self._kernels = known  # swapped whole: concurrent launches never see it half built
-        return kernels
+        claims += [Location(p.name, p, "conda", "conda") for p in sorted(extra)]
+        return claims, inputs
 
     @staticmethod
     def _environments_txt() -> list[Path]:
@@ -306,29 +293,12 @@ class CondaProvider(KernelProvider[CondaConfig]):
         dirs = self.envs_dirs(roots, condarcs)
         watched = [Path.home() / ".conda" / "environments.txt", *condarcs, *dirs]
         listed = await self._executable_envs(exe, watched)
-        # a new root install (~/miniforge3 ...) changes its parent's mtime
-        self._inputs = [*watched, *roots, *{r.parent for r in roots}, Path.home(),
-                        *([Path(exe)] if exe else [])]
-        return await asyncio.to_thread(self._scan, listed, roots, dirs)
-
-    def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
-        """What the listing read, the environment's files and its ``conda env config
-        vars`` (see the base class)."""
-        inputs = launch_inputs(self._kernels, kernel_type.id, self._inputs, self._probes)
-        entry = self._kernels.get(kernel_type.id)
-        if inputs is None or entry is None:
-            return None
-        return [*inputs, str(entry[0].prefix / "conda-meta" / "state")]
-
-    async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
-        """Start the kernel activated in its environment (PATH, CONDA_* variables,
-        ``conda env config vars`` and the ``activate.d`` scripts)."""
-        env, name, spec_name = self.listed(self._kernels, kernel_type)
-        name = name if env.prefix in self._named else str(env.prefix)
-        runner, activation = conda_activation(env.prefix, name)
-        activation.update(env.env_vars)
-        return await launch_in_environment(kernel_type, env, spec_name, options, activation,
-                                           runner)
+        # a new root install (~/miniforge3 ...) changes its parent's mtime; the
+        # environment's `conda env config vars` are read at launch
+        inputs = [*watched, *roots, *{r.parent for r in roots}, Path.home(),
+                  *([Path(exe)] if exe else [])]
+        self._found = (listed, roots, dirs, inputs)
+        return await super().find_kernels()
 
 
 #: how long `conda env list` may take at most (less when the discovery has less time

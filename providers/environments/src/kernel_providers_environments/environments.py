@@ -1,6 +1,8 @@
-"""What both providers share: probing an environment folder without starting Python in
-it, stable collision-free names, the mtime-validated probe cache, and the kernel types
-an environment offers."""
+"""The one model every environment kind shares, and what all of them use: a kind's
+finder yields :class:`Location` s (where an environment is, what it is called, how it is
+activated, which project it belongs to); the folder is probed without starting Python
+(:class:`Environment`, cached by mtimes); names are made stable and collision-free;
+kernel types are built and launched the same way for every kind."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,11 @@ from kernel_providers.sdk import (
     scan_kernel_dirs,
 )
 
+from .activation import activate, activation_inputs
+
 __all__ = [
     "Environment",
+    "Location",
     "ProbeCache",
     "environment_kernels",
     "find_python",
@@ -49,11 +54,31 @@ _MISSING = (FileNotFoundError, NotADirectoryError)
 
 
 @dataclass(frozen=True)
+class Location:
+    """An environment as a kind's finder found it."""
+
+    #: the name it claims (kernel ids are ``<provider>/<name>``; collisions get a suffix)
+    name: str
+    prefix: Path
+    #: what users call it: conda, venv, pyenv, uv-python, uv, pdm, poetry, hatch,
+    #: project (a project's plain .venv), pixi, pixi-global
+    kind: str
+    #: how a kernel starts inside it (see activation.py): conda, venv, interpreter, pixi
+    activation: str = "venv"
+    #: the project folder it belongs to (None: not a project's)
+    project: Path | None = None
+    #: conda knows it by name (``conda activate NAME``), not only by path
+    named: bool = False
+    #: the pixi environment's name inside its project (pixi kinds only)
+    pixi_env: str | None = None
+
+
+@dataclass(frozen=True)
 class Environment:
     """One environment folder and what it offers, as read from its files."""
 
     prefix: Path
-    kind: str  # "conda", "venv", "pyenv" or "project"
+    kind: str  # the probe's own idea of it: "conda", "venv" or "pyenv"
     python: Path | None = None
     python_version: str | None = None
     has_ipykernel: bool = False
@@ -183,9 +208,9 @@ class ProbeCache:
     def __init__(self, watched: Callable[[Path], list[Path]],
                  probe: Callable[[Path], Environment], provider: str) -> None:
         self._watched, self._probe, self._provider = watched, probe, provider
-        # prefix -> (watched paths, their mtimes, environment, {name: kernel types})
+        # prefix -> (watched paths, their mtimes, environment, kernel types by location)
         self._entries: dict[Path, tuple[list[str], tuple[int, ...], Environment,
-                                        dict[str, list[KernelType]]]] = {}
+                                        dict[tuple[Location, bool], list[KernelType]]]] = {}
 
     def get(self, prefix: Path) -> Environment:
         """The environment at ``prefix``, probed again only if it changed."""
@@ -211,24 +236,30 @@ class ProbeCache:
             own = []  # unreadable: the probe reports it
         return [str(p) for p in [prefix, prefix / "lib", *own]]
 
-    def kernels(self, env: Environment, name: str, provider: str,
-                label: str) -> list[KernelType]:
-        """``environment_kernels`` for ``env``, built once per probe and name."""
+    def kernels(self, env: Environment, location: Location, provider: str,
+                ours: bool) -> list[KernelType]:
+        """``environment_kernels`` for ``env``, built once per probe and location."""
         memo = self._entries[env.prefix][3]
-        if name not in memo:
-            memo[name] = environment_kernels(env, name, provider, label)
-        return memo[name]
+        key = (location, ours)
+        if key not in memo:
+            memo[key] = environment_kernels(env, location, provider, ours)
+        return memo[key]
 
 
-Known = dict[str, tuple[Environment, str, str | None]]
+Known = dict[str, tuple[Location, Environment, str | None]]
 
 
-def list_kernels(names: dict[Path, str], probes: ProbeCache, exclude: Iterable[str],
-                 provider: str, kinds: dict[Path, str] | None = None
+def list_kernels(claims: Iterable[Location], probes: ProbeCache, exclude: Iterable[str],
+                 provider: str, project: Path | None = None
                  ) -> tuple[list[KernelType], Known]:
-    """Probe each named environment (from cache when unchanged), report its problems and
-    return its kernel types, plus ``kernel id -> (environment, name, kernelspec or
-    None)`` for launching. ``kinds`` overrides an environment's kind (e.g. project)."""
+    """Name the claimed environments (stable, collision-free), probe each (from cache
+    when unchanged), report its problems and return its kernel types, plus ``kernel id
+    -> (location, environment, kernelspec or None)`` for launching. Kernel types of
+    ``project`` (the working directory's) are marked ``"project": true``."""
+    claimed: dict[Path, Location] = {}
+    for location in claims:
+        claimed.setdefault(location.prefix, location)
+    names = unique_names((c.name, c.prefix) for c in claimed.values())
     kernels: list[KernelType] = []
     known: Known = {}
     for prefix, name in names.items():
@@ -239,16 +270,14 @@ def list_kernels(names: dict[Path, str], probes: ProbeCache, exclude: Iterable[s
                 f"{prefix}: the environment name {name!r} holds control characters, which"
                 " a kernel id cannot; rename the folder (or exclude it); skipped"))
             continue
+        location = replace(claimed[prefix], name=name)
         env = probes.get(prefix)
         for problem in env.problems:
             report_problem(one_line(problem))
-        kind = (kinds or {}).get(prefix, env.kind)
-        if kind != env.kind:
-            env = replace(env, kind=kind)
-        for kernel in probes.kernels(env, name, provider, "conda" if provider == "conda"
-                                     else kind):
+        ours = project is not None and location.project == project
+        for kernel in probes.kernels(env, location, provider, ours):
             kernels.append(kernel)
-            known[kernel.id] = (env, name, kernel.metadata.get("kernelspec"))
+            known[kernel.id] = (location, env, kernel.metadata.get("kernelspec"))
     return kernels, known
 
 
@@ -256,28 +285,31 @@ def launch_inputs(known: Known, kernel_id: str, listed: Iterable[Path],
                   probes: ProbeCache) -> list[str] | None:
     """What a launch of ``kernel_id`` depends on (see ``KernelProvider.launch_inputs``):
     the folders and files discovery read to name environments (``listed``), and the
-    environment's own folders, interpreter and kernelspec."""
+    environment's own folders, interpreter, kernelspec and activation files."""
     entry = known.get(kernel_id)
     if entry is None:
         return None
-    env, _, spec_name = entry
+    location, env, spec_name = entry
     paths = [*listed, *probes.watched_paths(env.prefix)]
     if env.python is not None:
         paths.append(env.python)
     if spec_name is not None:
         paths.append(env.kernelspecs[spec_name].resource_dir / "kernel.json")
+    paths += activation_inputs(location)
     return [str(p) for p in paths]
 
 
-async def launch_in_environment(kernel_type: KernelType, env: Environment,
-                                spec_name: str | None, options: LaunchOptions,
-                                activation: Mapping[str, str | None],
-                                runner: Sequence[str] = ()) -> KernelLauncher:
-    """Start one of an environment's kernels activated: its Python's ipykernel
-    (``spec_name`` None) or the kernelspec ``spec_name`` inside it. ``runner`` prefixes the
-    argv (conda's activate.d runner). LaunchFailed when the environment changed since
-    it was listed."""
+async def launch_in_environment(kernel_type: KernelType, location: Location,
+                                env: Environment, spec_name: str | None,
+                                options: LaunchOptions) -> KernelLauncher:
+    """Start one of an environment's kernels activated as its kind's tool activates it:
+    its Python's ipykernel (``spec_name`` None) or the kernelspec ``spec_name`` inside
+    it. LaunchFailed when it cannot start (no ipykernel: the command that installs it)
+    or the environment changed since it was listed."""
     if spec_name is None:
+        if not kernel_type.metadata.get("launchable", True):
+            raise LaunchFailed(f"cannot start {kernel_type.id}: {env.prefix} has no"
+                               f" ipykernel; {kernel_type.metadata.get('hint')}")
         if env.python is None or not env.python.exists():
             raise LaunchFailed(f"cannot start {kernel_type.id}: {env.prefix} has no Python"
                                " any more (environment removed after listing?)")
@@ -290,6 +322,7 @@ async def launch_in_environment(kernel_type: KernelType, env: Environment,
             raise LaunchFailed(f"cannot start {kernel_type.id}: {spec.resource_dir} is"
                                " gone (environment changed after listing?)")
         argv, spec_env, resource_dir = spec.argv, spec.env, str(spec.resource_dir)
+    runner, activation = activate(location, env)
     return await launch_local(kernel_type, [*runner, *argv], options,
                               env={**activation, **spec_env}, resource_dir=resource_dir)
 
@@ -300,22 +333,35 @@ def env_kernelspecs(prefix: Path) -> tuple[dict[str, KernelSpec], list[str]]:
     return scan_kernel_dirs([prefix / "share" / "jupyter" / "kernels"])
 
 
-def environment_kernels(env: Environment, name: str, provider: str,
-                        label: str) -> list[KernelType]:
-    """The kernel types of one environment: its Python kernel (when ipykernel is
-    installed) as ``<provider>/<name>``, and each other kernelspec inside it as
-    ``<provider>/<name>/<spec>``."""
-    base: dict[str, Any] = {"prefix": str(env.prefix), "environment_kind": env.kind,
+#: the label in display names, by kind ("conda: analysis", "uv: webapp")
+_LABELS = {"pyenv": "pyenv", "uv-python": "uv python", "pixi-global": "pixi global"}
+
+
+def environment_kernels(env: Environment, location: Location, provider: str,
+                        ours: bool = False) -> list[KernelType]:
+    """The kernel types of one environment: its Python kernel as ``<provider>/<name>``
+    (not launchable without ipykernel: listed by ``list --all`` with the command that
+    installs it), and each other kernelspec inside it as ``<provider>/<name>/<spec>``.
+    ``ours``: it belongs to the working directory's project."""
+    name = location.name
+    label = _LABELS.get(location.kind, location.kind)
+    base: dict[str, Any] = {"prefix": str(env.prefix), "environment_kind": location.kind,
                             "environment_name": name}
+    if location.project is not None:
+        base["project_dir"] = str(location.project)
+    if ours:
+        base["project"] = True
     kernels = []
-    if env.has_ipykernel and env.python is not None:
-        own = env.kernelspecs.get("python3")
+    if env.python is not None and (env.has_ipykernel or not env.problems):
+        own = env.kernelspecs.get("python3") if env.has_ipykernel else None
         version = f" {env.python_version}" if env.python_version else ""
+        launchable = {} if env.has_ipykernel else {
+            "launchable": False, "hint": install_hint(location)}
         kernels.append(KernelType(
             id=f"{provider}/{name}", display_name=f"Python{version} ({label}: {name})",
             language="python", provider=provider,
             metadata={**base, "python": str(env.python),
-                      "python_version": env.python_version},
+                      "python_version": env.python_version, **launchable},
             resources=own.resources if own is not None else {}))
     for spec_name, spec in sorted(env.kernelspecs.items()):
         if spec_name == "python3" and env.has_ipykernel:
@@ -330,3 +376,24 @@ def environment_kernels(env: Environment, name: str, provider: str,
             interrupt_mode=spec.interrupt_mode,  # type: ignore[arg-type]
         ))
     return kernels
+
+
+def install_hint(location: Location) -> str:
+    """The one command that installs ipykernel into the environment, with its own tool."""
+    project = location.project
+    where = f"in {project}: " if project is not None else ""
+    if location.kind in ("pixi", "pixi-global"):
+        if location.kind == "pixi-global":
+            return f"run `pixi global add --environment {location.name} ipykernel`"
+        feature = "" if location.pixi_env in (None, "default") else \
+            f" --feature {location.pixi_env}"
+        return f"{where}run `pixi add{feature} ipykernel`"
+    command = {"uv": "uv add --dev ipykernel", "pdm": "pdm add -dG dev ipykernel",
+               "poetry": "poetry add --group dev ipykernel"}.get(location.kind)
+    if command is not None:
+        return f"{where}run `{command}`"
+    if location.activation == "conda":
+        target = f"-n {location.name}" if location.named else f"-p {location.prefix}"
+        return f"run `conda install {target} ipykernel`"
+    python = find_python(location.prefix) or location.prefix / "bin" / "python"
+    return f"run `{python} -m pip install ipykernel`"

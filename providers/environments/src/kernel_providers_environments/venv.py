@@ -1,40 +1,29 @@
-"""The ``venv`` provider: virtualenvs (virtualenvwrapper, pipenv, poetry, uv, project
-``.venv`` folders) and pyenv versions, found by their files alone."""
+"""The ``venv`` provider: virtualenvs (virtualenvwrapper, pipenv, poetry, ``~/.venvs``),
+projects' environments (uv, PDM, poetry and hatch, in the project or where the tool keeps
+them), pyenv versions and uv-managed Pythons, found by their files alone."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel_providers.sdk import (
-    KernelLauncher,
-    KernelProvider,
-    KernelType,
-    LaunchOptions,
-)
-
-from .activation import venv_activation
 from .environments import (
     Environment,
-    Known,
-    ProbeCache,
+    Location,
     env_kernelspecs,
     find_python,
     folder_entries,
     has_package,
-    launch_in_environment,
-    launch_inputs,
-    list_kernels,
     looks_like,
     site_packages,
-    unique_names,
 )
+from .projects import ProjectWalk, enclosing_project, project_venvs
+from .provider import EnvironmentProvider
 
-__all__ = ["VenvConfig", "VenvProvider", "default_venv_dirs"]
+__all__ = ["VenvConfig", "VenvProvider", "default_venv_dirs", "probe_venv"]
 
 
 @dataclass
@@ -43,11 +32,11 @@ class VenvConfig:
 
     #: folders holding virtualenvs; ``None`` means the usual places (see the docs)
     dirs: list[str] | None = None
-    #: project folders whose ``.venv`` is offered (each folder, and its subfolders)
+    #: folders holding projects (a pyproject.toml, pixi.toml or .venv), searched 4 deep
     project_dirs: list[str] = field(default_factory=list)
     #: environment names or paths (globs) to leave out
     exclude: list[str] = field(default_factory=list)
-    #: offer the ``.venv`` of the current directory
+    #: offer the environment of the project enclosing the current directory
     include_cwd: bool = True
 
 
@@ -57,7 +46,7 @@ def _env_path(var: str, default: str) -> Path:
 
 def default_venv_dirs() -> list[tuple[Path, str]]:
     """(folder, kind) pairs searched when ``dirs`` is not configured, in name order:
-    virtualenvwrapper, ~/.venvs, pipenv, poetry, then pyenv versions."""
+    virtualenvwrapper, ~/.venvs, pipenv, poetry, then pyenv versions and uv's Pythons."""
     xdg_data = _env_path("XDG_DATA_HOME", "~/.local/share")
     if sys.platform == "darwin":
         poetry = Path.home() / "Library" / "Caches" / "pypoetry" / "virtualenvs"
@@ -69,6 +58,7 @@ def default_venv_dirs() -> list[tuple[Path, str]]:
         (xdg_data / "virtualenvs", "venv"),  # pipenv
         (_env_path("POETRY_VIRTUALENVS_PATH", str(poetry)), "venv"),
         (_env_path("PYENV_ROOT", "~/.pyenv") / "versions", "pyenv"),
+        (_env_path("UV_PYTHON_INSTALL_DIR", str(xdg_data / "uv" / "python")), "uv-python"),
     ]
 
 
@@ -76,23 +66,52 @@ def _is_venv(prefix: Path) -> bool:
     return (prefix / "pyvenv.cfg").is_file()
 
 
-def _has_venv(project: Path) -> bool:
-    return _is_venv(project / ".venv")
+def _watched(prefix: Path) -> list[Path]:
+    return [prefix / "pyvenv.cfg", site_packages(prefix)[0] or prefix / "lib",
+            prefix / "share" / "jupyter" / "kernels"]
 
 
-class VenvProvider(KernelProvider[VenvConfig]):
-    """Every virtualenv (``pyvenv.cfg``) and pyenv version with ipykernel installed, as
-    ``venv/<name>``; kernelspecs inside them as ``venv/<name>/<spec>``."""
+def probe_venv(prefix: Path) -> Environment:
+    """A virtualenv or a plain interpreter's prefix, by its files."""
+    problems: list[str] = []
+    version = None
+    cfg = prefix / "pyvenv.cfg"
+    kind = "venv" if cfg.exists() else "pyenv"
+    if kind == "venv":
+        try:  # an OSError goes to ProbeCache.get: reported, and probed again next time
+            for line in cfg.read_text(encoding="utf-8").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() in ("version", "version_info") and value.strip():
+                    version = ".".join(value.strip().split(".")[:2])
+        except UnicodeDecodeError as exc:
+            return Environment(prefix, kind, problems=(
+                f"{cfg}: unreadable ({exc}); environment skipped",))
+    sp, sp_version = site_packages(prefix)
+    python = find_python(prefix)
+    has_ipykernel = has_package(sp, "ipykernel")
+    if python is None:
+        problems.append(f"{prefix}: its interpreter is missing (the Python it was"
+                        " created from was removed?); recreate it (`python3 -m venv"
+                        f" --clear {prefix}`, then reinstall) or exclude it; skipped")
+        has_ipykernel = False
+    specs, spec_problems = env_kernelspecs(prefix)
+    return Environment(prefix, kind, python, version or sp_version, has_ipykernel,
+                       specs, {}, tuple(problems + spec_problems), bool(spec_problems))
+
+
+class VenvProvider(EnvironmentProvider[VenvConfig]):
+    """Every virtualenv (``pyvenv.cfg``), project environment, pyenv version and uv
+    Python with ipykernel installed, as ``venv/<name>``; kernelspecs inside them as
+    ``venv/<name>/<spec>``."""
 
     id: ClassVar[str] = "venv"
     config_class: ClassVar[type[Any] | None] = VenvConfig
-    cache_ttl: ClassVar[float | None] = 0  # validated by mtimes, cheaply, every time
+    probe = staticmethod(probe_venv)
+    watched = staticmethod(_watched)
 
     def __init__(self) -> None:
-        self.config = VenvConfig()
-        self._probes = ProbeCache(self._watched, self._probe, self.id)
-        self._kernels: Known = {}
-        self._listed: list[Path] = []  # folders the last scan listed
+        super().__init__(VenvConfig())
+        self.walk = ProjectWalk()
 
     def search_dirs(self) -> list[tuple[Path, str]]:
         """(folder, kind) pairs searched for environments, in name-precedence order."""
@@ -100,81 +119,31 @@ class VenvProvider(KernelProvider[VenvConfig]):
             return default_venv_dirs()
         return [(Path(os.path.expanduser(d)), "venv") for d in self.config.dirs]
 
-    def _claims(self) -> list[tuple[str, Path, str]]:
-        claims: list[tuple[str, Path, str]] = []
-        listed = [directory for directory, _ in self.search_dirs()]
+    def project_roots(self) -> list[Path]:
+        """The configured project folders (the pixi provider searches them too)."""
+        return [Path(os.path.expanduser(d)) for d in self.config.project_dirs]
+
+    def projects(self) -> list[Path]:
+        """Every project: the one enclosing the working directory first, then those under
+        the project folders."""
+        here = enclosing_project(Path.cwd()) if self.config.include_cwd else None
+        under = self.walk.projects(self.project_roots())
+        return [*([here] if here is not None else []), *(p for p in under if p != here)]
+
+    def locations(self) -> tuple[list[Location], list[Path]]:
+        claims: list[Location] = []
+        inputs: list[Path] = []
         exclude = self.config.exclude
         for directory, kind in self.search_dirs():
+            inputs.append(directory)
             for child, prefix in folder_entries(directory):
                 if looks_like(_is_venv, prefix, child, exclude, self.id):
-                    claims.append((child, prefix, "venv"))
-                elif kind == "pyenv" and looks_like(find_python, prefix, child, exclude,
-                                                    self.id):
-                    claims.append((child, prefix, "pyenv"))
-        projects = [Path.cwd()] if self.config.include_cwd else []
-        for folder in self.config.project_dirs:
-            root = Path(os.path.expanduser(folder))
-            projects.append(root)
-            listed.append(root)
-            projects += [p for name, p in folder_entries(root)
-                         if looks_like(Path.is_dir, p, name, exclude, self.id)]
-        for project in projects:
-            listed.append(project / ".venv" / "pyvenv.cfg")  # one appears, or goes
-            if looks_like(_has_venv, project, project.name, exclude, self.id):
-                claims.append((project.name, project / ".venv", "project"))
-        self._listed = listed
-        return claims
-
-    @staticmethod
-    def _watched(prefix: Path) -> list[Path]:
-        return [prefix / "pyvenv.cfg", site_packages(prefix)[0] or prefix / "lib",
-                prefix / "share" / "jupyter" / "kernels"]
-
-    @staticmethod
-    def _probe(prefix: Path) -> Environment:
-        problems: list[str] = []
-        version = None
-        cfg = prefix / "pyvenv.cfg"
-        kind = "venv" if cfg.exists() else "pyenv"
-        if kind == "venv":
-            try:  # an OSError goes to ProbeCache.get: reported, and probed again next time
-                for line in cfg.read_text(encoding="utf-8").splitlines():
-                    key, _, value = line.partition("=")
-                    if key.strip() in ("version", "version_info") and value.strip():
-                        version = ".".join(value.strip().split(".")[:2])
-            except UnicodeDecodeError as exc:
-                return Environment(prefix, kind, problems=(
-                    f"{cfg}: unreadable ({exc}); environment skipped",))
-        sp, sp_version = site_packages(prefix)
-        python = find_python(prefix)
-        has_ipykernel = has_package(sp, "ipykernel")
-        if python is None:
-            problems.append(f"{prefix}: its interpreter is missing (the Python it was"
-                            " created from was removed?); recreate it (`python3 -m venv"
-                            f" --clear {prefix}`, then reinstall) or exclude it; skipped")
-            has_ipykernel = False
-        specs, spec_problems = env_kernelspecs(prefix)
-        return Environment(prefix, kind, python, version or sp_version, has_ipykernel,
-                           specs, {}, tuple(problems + spec_problems), bool(spec_problems))
-
-    def _scan(self) -> list[KernelType]:
-        claims = self._claims()
-        kinds = {prefix: kind for _, prefix, kind in claims}
-        names = unique_names((name, prefix) for name, prefix, _ in claims)
-        kernels, known = list_kernels(names, self._probes, self.config.exclude, self.id, kinds)
-        self._kernels = known  # swapped whole: concurrent launches never see it half built
-        return kernels
-
-    async def find_kernels(self) -> list[KernelType]:
-        """Virtualenvs and pyenv versions, probed by their files: no Python is started."""
-        return await asyncio.to_thread(self._scan)
-
-    def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
-        """The searched folders, and the environment's files (see the base class)."""
-        return launch_inputs(self._kernels, kernel_type.id, self._listed, self._probes)
-
-    async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
-        """Start the kernel with the environment activated (PATH, VIRTUAL_ENV)."""
-        env, _, spec_name = self.listed(self._kernels, kernel_type)
-        activation = venv_activation(env.prefix, is_venv=env.kind != "pyenv")
-        return await launch_in_environment(kernel_type, env, spec_name, options, activation)
+                    claims.append(Location(child, prefix, "venv"))
+                elif kind in ("pyenv", "uv-python") and looks_like(
+                        find_python, prefix, child, exclude, self.id):
+                    claims.append(Location(child, prefix, kind, "interpreter"))
+        for project in self.projects():
+            inputs.append(project)  # an environment appears there, or goes
+            claims += project_venvs(project)
+        inputs += self.walk.walked
+        return claims, inputs

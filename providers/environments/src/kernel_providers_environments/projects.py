@@ -1,0 +1,205 @@
+"""Projects: a folder with a ``pyproject.toml`` or ``pixi.toml`` (or just a ``.venv``) and
+the environments that belong to it. Found under configured project folders to a bounded
+depth (each folder listed again only when its mtime changed), and upward from the
+working directory: the nearest enclosing project is the one a notebook there wants."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .environments import Location, mtime_stamp
+
+__all__ = ["ProjectWalk", "enclosing_project", "project_venvs", "tool_of"]
+
+MANIFESTS = ("pyproject.toml", "pixi.toml")
+#: how deep under a project folder projects are looked for (the folder itself is 0)
+DEPTH = 4
+#: folders never walked into: they hold packages, not projects
+_NOT_PROJECTS = {"node_modules", "__pycache__", "site-packages", "__pypackages__", "venv",
+                 "env", "build", "dist"}
+
+
+def _is_project(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in MANIFESTS) or \
+        (folder / ".venv" / "pyvenv.cfg").is_file()
+
+
+def enclosing_project(start: Path) -> Path | None:
+    """The nearest folder from ``start`` upward that is a project; never above the home
+    folder when ``start`` is inside it (a stray ~/pyproject.toml is no project of all)."""
+    home = Path.home()
+    folder = start
+    while True:
+        if folder != home and _is_project(folder):
+            return folder
+        if folder == home or folder.parent == folder:
+            return None
+        folder = folder.parent
+
+
+class ProjectWalk:
+    """Project folders under some roots, to ``DEPTH`` levels; a folder is listed again
+    only when its mtime changed (an entry added or removed), so a warm walk costs one
+    stat per folder."""
+
+    def __init__(self) -> None:
+        # folder -> (its mtime, its subfolders worth walking, whether it is a project)
+        self._seen: dict[Path, tuple[int, list[Path], bool]] = {}
+        self.walked: list[Path] = []  # the folders the last walk looked at
+
+    def projects(self, roots: list[Path]) -> list[Path]:
+        """The projects under ``roots`` (each root included), in path order."""
+        found: list[Path] = []
+        walked: list[Path] = []
+        for root in roots:
+            self._walk(root, 0, found, walked)
+        self.walked = walked
+        return sorted(set(found))
+
+    def _walk(self, folder: Path, depth: int, found: list[Path], walked: list[Path]) -> None:
+        stamp = mtime_stamp(str(folder))
+        if stamp < 0:
+            return
+        walked.append(folder)
+        seen = self._seen.get(folder)
+        if seen is None or seen[0] != stamp:
+            try:
+                subfolders = sorted(e.path for e in os.scandir(folder) if e.is_dir()
+                                    and not e.name.startswith(".")
+                                    and e.name not in _NOT_PROJECTS)
+            except OSError:
+                subfolders = []
+            seen = (stamp, [Path(p) for p in subfolders], _is_project(folder))
+            self._seen[folder] = seen
+        if seen[2]:
+            found.append(folder)
+        if depth < DEPTH:
+            for sub in seen[1]:
+                self._walk(sub, depth + 1, found, walked)
+
+
+def _pyproject(project: Path) -> str:
+    try:
+        return (project / "pyproject.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def tool_of(project: Path) -> str:
+    """The tool that manages ``project``'s Python environment: uv, pdm, poetry, hatch,
+    or "project" (a plain .venv); lock files first, then the pyproject's tables."""
+    for lock, tool in (("uv.lock", "uv"), ("pdm.lock", "pdm"), ("poetry.lock", "poetry")):
+        if (project / lock).is_file():
+            return tool
+    text = _pyproject(project)
+    for table, tool in (("[tool.uv", "uv"), ("[tool.pdm", "pdm"), ("[tool.poetry", "poetry"),
+                        ("[tool.hatch", "hatch")):
+        if table in text:
+            return tool
+    if (project / "hatch.toml").is_file():
+        return "hatch"
+    return "project"
+
+
+def _project_name(project: Path) -> str:
+    match = re.search(r'(?ms)^\[project\].*?^name\s*=\s*["\']([^"\']+)', _pyproject(project))
+    return match.group(1) if match else project.name
+
+
+def _data_dir(tool: str, variable: str) -> Path:
+    if os.environ.get(variable):
+        return Path(os.path.expanduser(os.environ[variable]))
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / tool
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(os.path.expanduser(base)) / tool
+
+
+def _b64_hash(text: str, algorithm: str) -> str:
+    digest = hashlib.new(algorithm, text.encode(), usedforsecurity=False).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:8]
+
+
+def _in_project(project: Path, tool: str) -> list[Path]:
+    """The project's own environment folders: uv's UV_PROJECT_ENVIRONMENT if set, else
+    .venv (PDM also uses venv/ and env/)."""
+    named = os.environ.get("UV_PROJECT_ENVIRONMENT") if tool in ("uv", "project") else None
+    if named:
+        return [project / os.path.expanduser(named)]  # (an absolute path stays as is)
+    return [project / d for d in ((".venv", "venv", "env") if tool == "pdm" else (".venv",))]
+
+
+def _hatch_envs(project: Path) -> list[tuple[str, Path]]:
+    """(env name, folder) of a hatch project's virtual environments: ``hatch env find``
+    when hatch is on PATH (it knows the user's hatch config), else hatch's layout in its
+    data folder (``<data>/env/virtual/<project>/<checksum of its path>/<env>``)."""
+    hatch = shutil.which("hatch")
+    if hatch is not None:
+        found = _hatch_find(hatch, project)
+        if found:
+            return [("default", found[0]), *((p.name, p) for p in found[1:])]
+    checksum = _b64_hash(str(project), "sha256")
+    virtual = _data_dir("hatch", "HATCH_DATA_DIR") / "env" / "virtual"
+    name = _project_name(project)
+    envs = []
+    for folder in sorted(virtual.glob(f"*/{checksum}/*")):
+        if (folder / "pyvenv.cfg").is_file():
+            envs.append(("default" if folder.name == name else folder.name, folder))
+    return envs
+
+
+#: project -> (mtimes of hatch and the project's hatch config, what `hatch env find` said)
+_HATCH_FOUND: dict[Path, tuple[tuple[int, ...], list[Path]]] = {}
+
+
+def _hatch_find(hatch: str, project: Path) -> list[Path]:
+    """Where ``hatch env find`` puts the project's default environment (asked again only
+    when hatch or the project's hatch config changed: it takes a few hundred ms)."""
+    stamps = tuple(mtime_stamp(str(p)) for p in (Path(hatch), project / "pyproject.toml",
+                                                 project / "hatch.toml"))
+    cached = _HATCH_FOUND.get(project)
+    if cached is not None and cached[0] == stamps:
+        return cached[1]
+    found: list[Path] = []
+    try:
+        done = subprocess.run([hatch, "env", "find"], cwd=project, capture_output=True,
+                              text=True, timeout=15, stdin=subprocess.DEVNULL, check=False)
+        if done.returncode == 0:
+            found = [Path(line.strip()) for line in done.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # its data folder, then
+    _HATCH_FOUND[project] = (stamps, found)
+    return found
+
+
+def _pdm_envs(project: Path) -> list[Path]:
+    """PDM's centralized virtualenvs of ``project`` (``<venv location>/<folder name>-
+    <hash of its path>-<python>``)."""
+    location = _data_dir("pdm", "PDM_DATA_DIR") / "venvs"
+    prefix = f"{project.name}-{_b64_hash(project.as_posix(), 'md5')}-"
+    try:
+        return sorted(location / e for e in os.listdir(location) if e.startswith(prefix))
+    except OSError:
+        return []
+
+
+def project_venvs(project: Path) -> list[Location]:
+    """The virtualenvs that belong to ``project``, by its tool's rules: the in-project
+    one first (it is what the tool uses), then hatch's or PDM's centralized ones."""
+    tool = tool_of(project)
+    found = [Location(project.name, p, tool, "venv", project)
+             for p in _in_project(project, tool) if (p / "pyvenv.cfg").is_file()]
+    if tool == "hatch":
+        found += [Location(project.name if env == "default" else f"{project.name}-{env}",
+                           p, "hatch", "venv", project) for env, p in _hatch_envs(project)]
+    elif tool == "pdm":
+        found += [Location(project.name if not found and i == 0 else p.name, p, "pdm", "venv",
+                           project) for i, p in enumerate(_pdm_envs(project))]
+    return found
