@@ -110,7 +110,7 @@ def test_enable_and_disable_write_jupyters_config(jupyter_env: Path, capsys: Any
 class Server:
     """A real `jupyter server` on loopback with the bridge enabled."""
 
-    def __init__(self, config: Path, root: Path) -> None:
+    def __init__(self, config: Path, root: Path, cwd: Path | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -120,7 +120,7 @@ class Server:
              f"--port={self.port}", f"--ServerApp.root_dir={root}",
              f"--IdentityProvider.token={self.token}",
              *(["--allow-root"] if os.getuid() == 0 else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy(), cwd=cwd)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = ""  # its stderr, once stopped
 
@@ -437,3 +437,44 @@ def test_jupyter_server_hands_out_pooled_kernels(jupyter_env: Path, tmp_path: Pa
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_jupyter_server_defaults_to_the_projects_kernel(
+        jupyter_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started in a project (a pyproject.toml and its .venv with ipykernel), the server's
+    default kernel, which new notebooks get, is that project's environment; configuring
+    default_kernel_name still wins."""
+    from kernel_providers.cli import main
+    from kernel_providers.testing.environments import ipykernel_wheel, make_venv
+
+    project = tmp_path / "solar"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "solar"\n')
+    make_venv(project / ".venv", ipykernel_wheel(tmp_path / "wheels"))
+    monkeypatch.setenv("KERNEL_PROVIDERS_DISABLE", "conda,pixi,example,ssh,docker,slurm")
+    assert main(["jupyter", "enable"]) == 0
+    for configured, expected in ((None, jupyter_name("venv/solar")), ("kp-bridge", "kp-bridge")):
+        if configured is not None:
+            (jupyter_env / "jupyter_server_config.json").write_text(json.dumps({
+                **json.loads((jupyter_env / "jupyter_server_config.json").read_text()),
+                "MappingKernelManager": {"default_kernel_name": configured}}))
+        server = Server(jupyter_env, project, cwd=project / "notebooks")
+        try:
+            asyncio.run(_default_kernel(server, expected, project / ".venv",
+                                        run=configured is None))
+        finally:
+            server.stop()
+
+
+async def _default_kernel(server: Server, expected: str, prefix: Path, run: bool) -> None:
+    """The server says ``expected`` is its default kernel; with ``run``, a kernel started
+    without a name runs in ``prefix``."""
+    await server.ready()
+    specs = await server.request("GET", "/api/kernelspecs")
+    assert specs["default"] == expected, specs["default"]
+    assert expected in specs["kernelspecs"]
+    if run:
+        kernel = await server.request("POST", "/api/kernels", {"path": "nb.ipynb"})
+        messages = await server.execute(kernel["id"], "import sys; print(sys.prefix)")
+        assert _stdout(messages).strip() == str(prefix)
+        await server.request("DELETE", f"/api/kernels/{kernel['id']}")

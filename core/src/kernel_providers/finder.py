@@ -24,12 +24,20 @@ from .provider import KernelProvider, _deadline, _problems
 from .switches import switched_off
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
-__all__ = ["KernelFinder", "ProviderReport"]
+__all__ = ["PROJECT_ID", "KernelFinder", "ProviderReport", "project_kernel"]
 
 log = logging.getLogger(__name__)
 
 #: the kernel id that means "the kernel of the project enclosing the working directory"
 PROJECT_ID = "."
+
+
+def project_kernel(kernels: Iterable[KernelType]) -> KernelType | None:
+    """The kernel the id ``.`` picks among ``kernels``: of the working directory's
+    project, launchable, its Python kernel before its other kernelspecs."""
+    ours = [k for k in kernels if k.in_project and k.launchable]
+    ours.sort(key=lambda k: (k.language != "python", "kernelspec" in k.metadata, k.id))
+    return ours[0] if ours else None
 
 
 @dataclass
@@ -331,12 +339,11 @@ class KernelFinder:
         raise NoSuchKernel(kernel_id, close, _why_missing(report, name))
 
     async def _project_kernel(self) -> KernelType:
-        # The project's Python kernel before its other kernelspecs.
-        kernels = [k for k in await self.find_kernels(all=True) if k.in_project]
-        kernels.sort(key=lambda k: (not k.launchable, k.language != "python",
-                                    "kernelspec" in k.metadata, k.id))
-        if kernels and kernels[0].launchable:
-            return kernels[0]
+        kernels = await self.find_kernels(all=True)
+        chosen = project_kernel(kernels)
+        if chosen is not None:
+            return chosen
+        kernels = [k for k in kernels if k.in_project]
         here = os.getcwd()
         if kernels:
             raise NoSuchKernel(PROJECT_ID, [], f"the environment of the project enclosing"
@@ -355,6 +362,8 @@ class KernelFinder:
         Routes by the id's provider prefix; applies the ``kernel_launch_options``
         hooks; on any failure the launch is cleaned up before the error propagates.
         """
+        if kernel_id == PROJECT_ID:  # (this process's working directory, not a pool's)
+            kernel_id = (await self.get_kernel_type(kernel_id)).id
         pooled = await self.take_pooled(kernel_id, options)
         if pooled is not None:  # (its start was observed where it started)
             return pooled

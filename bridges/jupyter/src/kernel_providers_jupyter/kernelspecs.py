@@ -19,6 +19,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_core.paths import jupyter_runtime_dir
 
 from kernel_providers import KernelType
+from kernel_providers.finder import project_kernel
 
 from .errors import shown_to_clients
 from .kernelspec_files import (
@@ -62,6 +63,27 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
 
     _listing: dict[str, KernelSpec] | None = None
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._default_to_the_project()
+
+    def _default_to_the_project(self) -> None:
+        """Under a jupyter_server, the server's default kernel (new notebooks, the
+        ``default`` of /api/kernelspecs) is the kernel of the project enclosing its
+        working directory, unless ``default_kernel_name`` is configured. Set in the
+        server's config before it creates its kernel manager (it does so right after
+        this one); the discovery this costs fills the cache the first listing uses."""
+        app = self.parent
+        if app is None or not hasattr(app, "kernel_manager_class"):
+            return  # not a server: nbclient, nbconvert, `jupyter kernelspec list`
+        if any("default_kernel_name" in app.config.get(section, {}) for section in (
+                "MultiKernelManager", "AsyncMultiKernelManager", "MappingKernelManager",
+                "AsyncMappingKernelManager")):
+            return
+        ours = project_kernel(shared_finder().find_kernels())
+        if ours is not None:
+            app.config.MultiKernelManager.default_kernel_name = jupyter_name(ours.id)
+
     def _stock(self) -> dict[str, str]:
         # Folders `kernel-providers jupyter sync` wrote stand for a provider kernel: the
         # live kernel type replaces them (their copy may be stale).
@@ -74,7 +96,8 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
             return self._listing
         bridged: dict[str, KernelSpec] = {}
         root = _folders_root()
-        for kernel in shared_finder().find_kernels():
+        kernels = shared_finder().find_kernels()
+        for kernel in kernels:
             name = jupyter_name(kernel.id)
             if name in stock or name in bridged:
                 continue

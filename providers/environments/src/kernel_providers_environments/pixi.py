@@ -104,7 +104,7 @@ class PixiProvider(EnvironmentProvider[PixiConfig]):
 
     def __init__(self, project_dirs: Any = None) -> None:
         super().__init__(PixiConfig())
-        self.walk = ProjectWalk()
+        self.walk = ProjectWalk(self.id)
         #: where project folders come from when project_dirs is not configured
         self.default_roots = project_dirs
 

@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .environments import Location, mtime_stamp
+from kernel_providers.sdk import report_problem
+
+from .environments import Location, mtime_stamp, unreadable
 
 __all__ = ["ProjectWalk", "enclosing_project", "project_venvs", "tool_of"]
 
@@ -27,8 +29,18 @@ _NOT_PROJECTS = {"node_modules", "__pycache__", "site-packages", "__pypackages__
 
 
 def _is_project(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in MANIFESTS) or \
-        (folder / ".venv" / "pyvenv.cfg").is_file()
+    try:
+        return any((folder / name).is_file() for name in MANIFESTS) or \
+            (folder / ".venv" / "pyvenv.cfg").is_file()
+    except OSError:  # unreadable: not a project one can use
+        return False
+
+
+def _is_venv(prefix: Path) -> bool:
+    try:
+        return (prefix / "pyvenv.cfg").is_file()
+    except OSError:  # unreadable: the probe would skip it anyway
+        return False
 
 
 def enclosing_project(start: Path) -> Path | None:
@@ -49,7 +61,8 @@ class ProjectWalk:
     only when its mtime changed (an entry added or removed), so a warm walk costs one
     stat per folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str) -> None:
+        self.provider = provider  # (for the problems it reports)
         # folder -> (its mtime, its subfolders worth walking, whether it is a project)
         self._seen: dict[Path, tuple[int, list[Path], bool]] = {}
         self.walked: list[Path] = []  # the folders the last walk looked at
@@ -74,7 +87,10 @@ class ProjectWalk:
                 subfolders = sorted(e.path for e in os.scandir(folder) if e.is_dir()
                                     and not e.name.startswith(".")
                                     and e.name not in _NOT_PROJECTS)
-            except OSError:
+            except OSError as exc:
+                if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                    report_problem(unreadable(folder, exc, self.provider,
+                                              "the projects in it are skipped"))
                 subfolders = []
             seen = (stamp, [Path(p) for p in subfolders], _is_project(folder))
             self._seen[folder] = seen
@@ -150,7 +166,7 @@ def _hatch_envs(project: Path) -> list[tuple[str, Path]]:
     name = _project_name(project)
     envs = []
     for folder in sorted(virtual.glob(f"*/{checksum}/*")):
-        if (folder / "pyvenv.cfg").is_file():
+        if _is_venv(folder):
             envs.append(("default" if folder.name == name else folder.name, folder))
     return envs
 
@@ -195,7 +211,7 @@ def project_venvs(project: Path) -> list[Location]:
     one first (it is what the tool uses), then hatch's or PDM's centralized ones."""
     tool = tool_of(project)
     found = [Location(project.name, p, tool, "venv", project)
-             for p in _in_project(project, tool) if (p / "pyvenv.cfg").is_file()]
+             for p in _in_project(project, tool) if _is_venv(p)]
     if tool == "hatch":
         found += [Location(project.name if env == "default" else f"{project.name}-{env}",
                            p, "hatch", "venv", project) for env, p in _hatch_envs(project)]

@@ -111,7 +111,7 @@ class VenvProvider(EnvironmentProvider[VenvConfig]):
 
     def __init__(self) -> None:
         super().__init__(VenvConfig())
-        self.walk = ProjectWalk()
+        self.walk = ProjectWalk(self.id)
 
     def search_dirs(self) -> list[tuple[Path, str]]:
         """(folder, kind) pairs searched for environments, in name-precedence order."""
