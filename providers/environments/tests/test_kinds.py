@@ -332,3 +332,52 @@ def test_dot_outside_any_project_is_a_clear_usage_error(home: Path) -> None:
     ran = subprocess.run(command_argv("run", ".", "--code", "1"), capture_output=True,
                          text=True, env=env, cwd=outside, timeout=60)
     assert ran.returncode == 2 and f"no project encloses {outside}" in ran.stderr, ran.stderr
+
+
+@pytest.fixture(scope="session")
+def hatch_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real hatch, installed from the package index into a virtualenv of its own
+    (not the test environment's: its dependencies are many)."""
+    folder = tmp_path_factory.mktemp("hatch-tool")
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--disable-pip-version-check", "hatch"], check=True, timeout=600)
+    return folder / "bin"
+
+
+def test_hatch_environments_where_hatch_says(home: Path, hatch_tool: Path,
+                                            ipykernel_wheel: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With hatch on PATH, its own answer (`hatch env find`) says where the project's
+    environments are, here a folder set only in hatch's config file; environments made
+    by the real `hatch env create`."""
+    project = home / "work" / "solar"
+    project.mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "solar"\nversion = "0.1"\n\n[tool.hatch.envs.default]\n'
+        'skip-install = true\n\n[tool.hatch.envs.docs]\nskip-install = true\n')
+    custom = home / "hatch-envs"
+    (home / ".config" / "hatch").mkdir(parents=True)
+    (home / ".config" / "hatch" / "config.toml").write_text(
+        f'[dirs.env]\nvirtual = "{custom}"\n')
+    monkeypatch.setenv("PATH", f"{hatch_tool}{os.pathsep}{os.environ['PATH']}")
+    for env in ("default", "docs"):
+        subprocess.run(["hatch", "env", "create", env], cwd=project, check=True,
+                       capture_output=True, timeout=300)
+    found = sorted(p for p in custom.rglob("pyvenv.cfg"))
+    assert len(found) == 2, found
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent))
+    for cfg in found:
+        subprocess.run([str(uv), "pip", "install", "--quiet", "--offline", "--no-deps",
+                        "--python", str(cfg.parent / "bin" / "python"), str(ipykernel_wheel)],
+                       check=True)
+        site = next((cfg.parent / "lib").glob("python*/site-packages"))
+        (site / "kp-test-outer.pth").write_text(
+            next(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    f = finder(home / "work")
+    kernels = listing(f)
+    assert kernels["venv/solar"].metadata["environment_kind"] == "hatch"
+    assert kernels["venv/solar"].metadata["prefix"].startswith(str(custom))
+    assert kernels["venv/solar-docs"].metadata["prefix"].endswith("/docs")
+    lines = probe(f, "venv/solar")
+    assert lines[0] == kernels["venv/solar"].metadata["prefix"] == lines[2]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kernel_providers.sdk import report_problem
 
-from .environments import Location, mtime_stamp, unreadable
+from .environments import Location, folder_entries, mtime_stamp, unreadable
 
 __all__ = ["ProjectWalk", "enclosing_project", "project_venvs", "tool_of"]
 
@@ -153,21 +153,24 @@ def _in_project(project: Path, tool: str) -> list[Path]:
 
 
 def _hatch_envs(project: Path) -> list[tuple[str, Path]]:
-    """(env name, folder) of a hatch project's virtual environments: ``hatch env find``
-    when hatch is on PATH (it knows the user's hatch config), else hatch's layout in its
-    data folder (``<data>/env/virtual/<project>/<checksum of its path>/<env>``)."""
+    """(env name, folder) of a hatch project's virtual environments, in the folder hatch
+    keeps them for this project: as ``hatch env find`` says when hatch is on PATH (it
+    knows the user's hatch config), else by hatch's layout in its data folder
+    (``<data>/env/virtual/<project>/<checksum of its path>/<env>``)."""
     hatch = shutil.which("hatch")
-    if hatch is not None:
-        found = _hatch_find(hatch, project)
-        if found:
-            return [("default", found[0]), *((p.name, p) for p in found[1:])]
-    checksum = _b64_hash(str(project), "sha256")
-    virtual = _data_dir("hatch", "HATCH_DATA_DIR") / "env" / "virtual"
+    found = _hatch_find(hatch, project) if hatch is not None else []
     name = _project_name(project)
+    if found:
+        storage = [found[0].parent]
+    else:
+        checksum = _b64_hash(str(project), "sha256")
+        virtual = _data_dir("hatch", "HATCH_DATA_DIR") / "env" / "virtual"
+        storage = sorted(virtual.glob(f"*/{checksum}"))
     envs = []
-    for folder in sorted(virtual.glob(f"*/{checksum}/*")):
-        if _is_venv(folder):
-            envs.append(("default" if folder.name == name else folder.name, folder))
+    for folder in storage:
+        for env_name, env in folder_entries(folder):
+            if _is_venv(env):
+                envs.append(("default" if env_name == name else env_name, env))
     return envs
 
 
