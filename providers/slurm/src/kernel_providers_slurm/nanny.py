@@ -7,8 +7,8 @@ five free ports on the node's loopback, writes the kernel's connection file (060
 private folder of the node's own, starts the kernel in its own process group and writes
 ``started.json`` (host, Slurm node name, ports) to the job folder. It forwards the
 signals Slurm delivers (``scancel --batch --signal``) to the kernel's group, ends the
-kernel when the launcher stops renewing its lease (``lease``'s mtime: the launching
-side is gone), and when the kernel ends writes ``exit.json`` with its status and
+kernel when the launcher stops renewing its lease (``lease``'s mtime stops changing:
+the launching side is gone), and when the kernel ends writes ``exit.json`` with its status and
 removes its connection file.
 """
 
@@ -107,27 +107,39 @@ class Kernel:
         """TERM now, KILL 3 s later (see ``supervise``)."""
         if not self.ending:
             self.group(signal.SIGTERM)
-            self.ending = time.time()
+            self.ending = time.monotonic()
 
     def supervise(self, job_dir: str, lease_seconds: float) -> int:
         """Wait for the kernel's end, ending it once the lease is stale (killing it when
-        a ``kill`` file appears: SIGKILL cannot be forwarded); its status."""
+        a ``kill`` file appears: SIGKILL cannot be forwarded); its status.
+
+        The lease is stale when its mtime has not changed for ``lease_seconds`` of this
+        process's monotonic clock: never compared with the wall clock, which may differ
+        from the one that set the mtime (a file server's, another host's) or jump."""
         lease, kill = os.path.join(job_dir, "lease"), os.path.join(job_dir, "kill")
+        seen: tuple[int, int] | None = None
+        renewed = time.monotonic()
         while self.process.poll() is None:
             time.sleep(0.1)
             if os.path.exists(kill):
                 self.group(signal.SIGKILL)
             try:
-                with open(lease) as f:
+                with open(lease) as f:  # (opening revalidates a network file system's view)
                     detached = f.read(16) == "detached"  # no process holds it for now
-                stale = not detached and time.time() - os.stat(lease).st_mtime > lease_seconds
-            except OSError:
+                    info = os.fstat(f.fileno())
+                if (info.st_mtime_ns, info.st_size) != seen:
+                    seen, renewed = (info.st_mtime_ns, info.st_size), time.monotonic()
+                age = time.monotonic() - renewed
+                stale = not detached and age > lease_seconds
+                why = f"not renewed for {age:.1f} s, more than {lease_seconds:g} s"
+            except OSError as exc:
                 stale = True  # the launcher removed the folder: done with the kernel
+                why = f"{exc.strerror or exc}"
             if stale and not self.ending:
-                sys.stderr.write("kernel-providers: the launcher's lease ended; ending the"
-                                 " kernel\n")
+                sys.stderr.write(f"kernel-providers: the launcher's lease ended ({why});"
+                                 " ending the kernel\n")
                 self.end()
-            if self.ending and time.time() - self.ending > 3:
+            if self.ending and time.monotonic() - self.ending > 3:
                 self.group(signal.SIGKILL)
         self.group(signal.SIGKILL)  # what the kernel started
         return int(self.process.returncode)
