@@ -3,11 +3,12 @@ progress while a launch waits."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 ConfigT = TypeVar("ConfigT")
 T = TypeVar("T")
 
-__all__ = ["PROGRESS_LOGGER", "KernelProvider", "report_problem", "report_progress"]
+__all__ = ["PROGRESS_LOGGER", "KernelProvider", "problems_reported", "report_problem",
+           "report_progress"]
 
 #: the logger a launch's progress is reported on (see report_progress)
 PROGRESS_LOGGER = "kernel_providers.progress"
@@ -36,6 +38,22 @@ def report_problem(message: str) -> None:
     problems = _problems.get()
     if problems is not None:
         problems.append(message)
+
+
+@contextlib.contextmanager
+def problems_reported() -> Iterator[list[str]]:
+    """The problems ``report_problem`` receives inside the block (they still go to the
+    finder too): for a provider that reuses an answer and must report its problems
+    again."""
+    outer = _problems.get()
+    seen: list[str] = []
+    token = _problems.set(seen)
+    try:
+        yield seen
+    finally:
+        _problems.reset(token)
+        if outer is not None:
+            outer.extend(seen)
 
 
 def report_progress(kernel_id: str, message: str, **fields: Any) -> None:

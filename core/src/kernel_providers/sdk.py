@@ -73,7 +73,13 @@ if TYPE_CHECKING:
         verify_tag,
     )
     from .protocol import heartbeat_answers
-    from .provider import PROGRESS_LOGGER, KernelProvider, report_problem, report_progress
+    from .provider import (
+        PROGRESS_LOGGER,
+        KernelProvider,
+        problems_reported,
+        report_problem,
+        report_progress,
+    )
     from .text import one_line
     from .types import ConnectionInfo, InterruptMode, KernelType, LaunchOptions, ready_seconds
 
@@ -101,7 +107,8 @@ _MODULES = {
     "orphans": ("Undo", "undo_if_orphaned"),
     "ownership": ("claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"),
     "protocol": ("heartbeat_answers",),
-    "provider": ("PROGRESS_LOGGER", "KernelProvider", "report_problem", "report_progress"),
+    "provider": ("PROGRESS_LOGGER", "KernelProvider", "problems_reported", "report_problem",
+                 "report_progress"),
     "text": ("one_line",),
     "types": ("ConnectionInfo", "InterruptMode", "KernelType", "LaunchOptions", "ready_seconds"),
 }
@@ -145,6 +152,7 @@ __all__ = [
     "one_line",
     "owner_tag",
     "parse_kernel_spec",
+    "problems_reported",
     "process_stamp",
     "read_kernel_spec",
     "ready_seconds",

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,13 +204,13 @@ def test_hatch_and_pdm_centralized_venvs(home: Path, make_venv: Any) -> None:
     work = home / "work"
     hatched = work / "hatched"
     hatched.mkdir(parents=True)
-    (hatched / "pyproject.toml").write_text(
-        '[project]\nname = "hatched"\n\n[tool.hatch.envs.default]\ndependencies = []\n')
+    (hatched / "pyproject.toml").write_text(  # hatch names folders after "hatched-tool"
+        '[project]\nname = "Hatched_Tool"\n\n[tool.hatch.envs.default]\ndependencies = []\n')
     checksum = base64.urlsafe_b64encode(
         hashlib.sha256(str(hatched).encode()).digest()).decode()[:8]
     data = home / ".local" / "share"
-    virtual = data / "hatch" / "env" / "virtual" / "hatched" / checksum
-    make_venv(virtual / "hatched")
+    virtual = data / "hatch" / "env" / "virtual" / "hatched-tool" / checksum
+    make_venv(virtual / "hatched-tool")
     make_venv(virtual / "docs")
     pdm = work / "pdmproj"
     pdm.mkdir()
@@ -219,7 +220,7 @@ def test_hatch_and_pdm_centralized_venvs(home: Path, make_venv: Any) -> None:
     pdm_venv = make_venv(data / "pdm" / "venvs" /
                          f"pdmproj-{base64.urlsafe_b64encode(digest).decode()[:8]}-3.11")
     kernels = listing(finder(work))
-    assert kernels["venv/hatched"].metadata["prefix"] == str(virtual / "hatched")
+    assert kernels["venv/hatched"].metadata["prefix"] == str(virtual / "hatched-tool")
     assert kernels["venv/hatched-docs"].metadata["environment_kind"] == "hatch"
     assert kernels["venv/pdmproj"].metadata["prefix"] == str(pdm_venv)
     assert kernels["venv/pdmproj"].metadata["environment_kind"] == "pdm"
@@ -381,3 +382,46 @@ def test_hatch_environments_where_hatch_says(home: Path, hatch_tool: Path,
     assert kernels["venv/solar-docs"].metadata["prefix"].endswith("/docs")
     lines = probe(f, "venv/solar")
     assert lines[0] == kernels["venv/solar"].metadata["prefix"] == lines[2]
+
+
+def _age(folder: Path, seconds: float = 60) -> None:
+    """Set every mtime under ``folder`` (and its own) ``seconds`` in the past: files
+    as a machine has them, not just written."""
+    then = time.time() - seconds
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_a_warm_listing_is_reused_until_anything_it_read_changes(
+        home: Path, make_venv: Any, make_conda_env: Any) -> None:
+    """An unchanged machine lists from the last answer (the same list object); a new
+    environment, ipykernel installed into one, a new project, or a nearer project
+    around the working directory shows at once."""
+    make_conda_env(home / "miniforge3")
+    make_venv(home / ".virtualenvs" / "ds")
+    make_venv(home / ".virtualenvs" / "plain", with_ipykernel=False)
+    uv_project(home / "work" / "api", None)
+    _age(home)
+    f = finder(home / "work")
+    first = asyncio.run(f.find_kernels(refresh=True))
+    venv = f.providers["venv"]
+    assert venv._scan() is venv._scan()  # reused: nothing changed
+    assert "venv/plain" not in {k.id for k in first}
+    make_venv(home / ".virtualenvs" / "new")
+    assert "venv/new" in listing(f)
+    shutil.copytree(next((home / ".virtualenvs" / "ds" / "lib").glob("python*/site-packages"
+                                                                     "/ipykernel*")),
+                    next((home / ".virtualenvs" / "plain" / "lib").glob(
+                        "python*/site-packages")) / "ipykernel-7.0.dist-info")
+    assert "venv/plain" in listing(f)
+    _age(home)
+    listing(f)
+    make_venv(home / "work" / "late" / ".venv")
+    assert "venv/late" in listing(f)
+    notebooks = home / "work" / "late" / "notebooks"
+    notebooks.mkdir()
+    os.chdir(notebooks)
+    _age(home)
+    assert listing(f)["venv/late"].in_project
+    (notebooks / "pyproject.toml").write_text("[project]\nname = 'nb'\n")  # nearer
+    assert not listing(f)["venv/late"].in_project

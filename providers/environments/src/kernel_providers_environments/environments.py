@@ -228,6 +228,11 @@ class ProbeCache:
         self._entries[prefix] = (paths, stamps, env, {})
         return env
 
+    def stamps(self, prefix: Path) -> list[tuple[str, int]] | None:
+        """(path, stamp) pairs the cached probe of ``prefix`` holds (None: not probed)."""
+        entry = self._entries.get(prefix)
+        return None if entry is None else list(zip(entry[0], entry[1], strict=True))
+
     def watched_paths(self, prefix: Path) -> list[str]:
         """The paths whose mtimes validate the probe of ``prefix``."""
         try:
@@ -270,7 +275,9 @@ def list_kernels(claims: Iterable[Location], probes: ProbeCache, exclude: Iterab
                 f"{prefix}: the environment name {name!r} holds control characters, which"
                 " a kernel id cannot; rename the folder (or exclude it); skipped"))
             continue
-        location = replace(claimed[prefix], name=name)
+        location = claimed[prefix]
+        if location.name != name:
+            location = replace(location, name=name)
         env = probes.get(prefix)
         for problem in env.problems:
             report_problem(one_line(problem))

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from .conda import is_conda, probe_conda, watched_conda
 from .environments import Location, folder_entries, looks_like
-from .projects import ProjectWalk, enclosing_project
+from .projects import ProjectWalk
 from .provider import EnvironmentProvider
 
 if sys.version_info >= (3, 11):
@@ -117,7 +117,7 @@ class PixiProvider(EnvironmentProvider[PixiConfig]):
         claims: list[Location] = []
         inputs: list[Path] = []
         exclude = self.config.exclude
-        here = enclosing_project(Path.cwd()) if self.config.include_cwd else None
+        here = self.here if self.config.include_cwd else None
         projects = [*([here] if here is not None else []),
                     *(p for p in self.walk.projects(self._roots()) if p != here)]
         for project in projects:

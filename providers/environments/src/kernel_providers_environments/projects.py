@@ -18,7 +18,7 @@ from kernel_providers.sdk import report_problem
 
 from .environments import Location, folder_entries, mtime_stamp, unreadable
 
-__all__ = ["ProjectWalk", "enclosing_project", "project_venvs", "tool_of"]
+__all__ = ["ProjectTools", "ProjectWalk", "enclosing_project", "project_venvs", "tool_of"]
 
 MANIFESTS = ("pyproject.toml", "pixi.toml")
 #: how deep under a project folder projects are looked for (the folder itself is 0)
@@ -108,25 +108,43 @@ def _pyproject(project: Path) -> str:
         return ""
 
 
+#: project -> (mtimes of the folder and its pyproject.toml, (tool, normalized name))
+_READ: dict[Path, tuple[tuple[int, int], tuple[str, str]]] = {}
+
+
+def _read_project(project: Path) -> tuple[str, str]:
+    """(tool, normalized project name) of ``project``, read again only when the folder
+    (a lock file appears) or its pyproject.toml changed."""
+    stamps = (mtime_stamp(str(project)), mtime_stamp(str(project / "pyproject.toml")))
+    cached = _READ.get(project)
+    if cached is not None and cached[0] == stamps:
+        return cached[1]
+    text = _pyproject(project)
+    tool = "project"
+    for marker, named in (("uv.lock", "uv"), ("pdm.lock", "pdm"), ("poetry.lock", "poetry")):
+        if (project / marker).is_file():
+            tool = named
+            break
+    else:
+        for table, named in (("[tool.uv", "uv"), ("[tool.pdm", "pdm"),
+                             ("[tool.poetry", "poetry"), ("[tool.hatch", "hatch")):
+            if table in text:
+                tool = named
+                break
+        else:
+            if (project / "hatch.toml").is_file():
+                tool = "hatch"
+    match = re.search(r'(?ms)^\[project\].*?^name\s*=\s*["\']([^"\']+)', text)
+    # As the tools name things after it (hatch's folders): PEP 503 normalized.
+    name = re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else project.name
+    _READ[project] = (stamps, (tool, name))
+    return tool, name
+
+
 def tool_of(project: Path) -> str:
     """The tool that manages ``project``'s Python environment: uv, pdm, poetry, hatch,
     or "project" (a plain .venv); lock files first, then the pyproject's tables."""
-    for lock, tool in (("uv.lock", "uv"), ("pdm.lock", "pdm"), ("poetry.lock", "poetry")):
-        if (project / lock).is_file():
-            return tool
-    text = _pyproject(project)
-    for table, tool in (("[tool.uv", "uv"), ("[tool.pdm", "pdm"), ("[tool.poetry", "poetry"),
-                        ("[tool.hatch", "hatch")):
-        if table in text:
-            return tool
-    if (project / "hatch.toml").is_file():
-        return "hatch"
-    return "project"
-
-
-def _project_name(project: Path) -> str:
-    match = re.search(r'(?ms)^\[project\].*?^name\s*=\s*["\']([^"\']+)', _pyproject(project))
-    return match.group(1) if match else project.name
+    return _read_project(project)[0]
 
 
 def _data_dir(tool: str, variable: str) -> Path:
@@ -152,22 +170,34 @@ def _in_project(project: Path, tool: str) -> list[Path]:
     return [project / d for d in ((".venv", "venv", "env") if tool == "pdm" else (".venv",))]
 
 
-def _hatch_envs(project: Path) -> list[tuple[str, Path]]:
+class ProjectTools:
+    """What one listing looks up once for all its projects: hatch on PATH, and hatch's
+    data folder (``<data>/env/virtual/<project>/<checksum of its path>``)."""
+
+    def __init__(self) -> None:
+        self.hatch = shutil.which("hatch")
+        self._hatch_folders: dict[str, list[Path]] | None = None
+
+    def hatch_storage(self, project: Path) -> list[Path]:
+        """The folders hatch keeps ``project``'s environments in."""
+        found = _hatch_find(self.hatch, project) if self.hatch is not None else []
+        if found:
+            return [found[0].parent]
+        if self._hatch_folders is None:
+            self._hatch_folders = {}
+            virtual = _data_dir("hatch", "HATCH_DATA_DIR") / "env" / "virtual"
+            for _, named in folder_entries(virtual):
+                for checksum, folder in folder_entries(named):
+                    self._hatch_folders.setdefault(checksum, []).append(folder)
+        return self._hatch_folders.get(_b64_hash(str(project), "sha256"), [])
+
+
+def _hatch_envs(project: Path, name: str, tools: ProjectTools) -> list[tuple[str, Path]]:
     """(env name, folder) of a hatch project's virtual environments, in the folder hatch
-    keeps them for this project: as ``hatch env find`` says when hatch is on PATH (it
-    knows the user's hatch config), else by hatch's layout in its data folder
-    (``<data>/env/virtual/<project>/<checksum of its path>/<env>``)."""
-    hatch = shutil.which("hatch")
-    found = _hatch_find(hatch, project) if hatch is not None else []
-    name = _project_name(project)
-    if found:
-        storage = [found[0].parent]
-    else:
-        checksum = _b64_hash(str(project), "sha256")
-        virtual = _data_dir("hatch", "HATCH_DATA_DIR") / "env" / "virtual"
-        storage = sorted(virtual.glob(f"*/{checksum}"))
+    keeps them: as ``hatch env find`` says when hatch is on PATH (it knows the user's
+    hatch config), else by hatch's layout in its data folder."""
     envs = []
-    for folder in storage:
+    for folder in tools.hatch_storage(project):
         for env_name, env in folder_entries(folder):
             if _is_venv(env):
                 envs.append(("default" if env_name == name else env_name, env))
@@ -209,15 +239,16 @@ def _pdm_envs(project: Path) -> list[Path]:
         return []
 
 
-def project_venvs(project: Path) -> list[Location]:
+def project_venvs(project: Path, tools: ProjectTools) -> list[Location]:
     """The virtualenvs that belong to ``project``, by its tool's rules: the in-project
     one first (it is what the tool uses), then hatch's or PDM's centralized ones."""
-    tool = tool_of(project)
+    tool, name = _read_project(project)
     found = [Location(project.name, p, tool, "venv", project)
              for p in _in_project(project, tool) if _is_venv(p)]
     if tool == "hatch":
         found += [Location(project.name if env == "default" else f"{project.name}-{env}",
-                           p, "hatch", "venv", project) for env, p in _hatch_envs(project)]
+                           p, "hatch", "venv", project)
+                  for env, p in _hatch_envs(project, name, tools)]
     elif tool == "pdm":
         found += [Location(project.name if not found and i == 0 else p.name, p, "pdm", "venv",
                            project) for i, p in enumerate(_pdm_envs(project))]

@@ -20,7 +20,7 @@ from .environments import (
     looks_like,
     site_packages,
 )
-from .projects import ProjectWalk, enclosing_project, project_venvs
+from .projects import ProjectTools, ProjectWalk, project_venvs
 from .provider import EnvironmentProvider
 
 __all__ = ["VenvConfig", "VenvProvider", "default_venv_dirs", "probe_venv"]
@@ -126,7 +126,7 @@ class VenvProvider(EnvironmentProvider[VenvConfig]):
     def projects(self) -> list[Path]:
         """Every project: the one enclosing the working directory first, then those under
         the project folders."""
-        here = enclosing_project(Path.cwd()) if self.config.include_cwd else None
+        here = self.here if self.config.include_cwd else None
         under = self.walk.projects(self.project_roots())
         return [*([here] if here is not None else []), *(p for p in under if p != here)]
 
@@ -142,8 +142,9 @@ class VenvProvider(EnvironmentProvider[VenvConfig]):
                 elif kind in ("pyenv", "uv-python") and looks_like(
                         find_python, prefix, child, exclude, self.id):
                     claims.append(Location(child, prefix, kind, "interpreter"))
+        tools = ProjectTools()
         for project in self.projects():
             inputs.append(project)  # an environment appears there, or goes
-            claims += project_venvs(project)
+            claims += project_venvs(project, tools)
         inputs += self.walk.walked
         return claims, inputs
