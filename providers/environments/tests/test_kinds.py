@@ -395,8 +395,9 @@ def _age(folder: Path, seconds: float = 60) -> None:
 def test_a_warm_listing_is_reused_until_anything_it_read_changes(
         home: Path, make_venv: Any, make_conda_env: Any) -> None:
     """An unchanged machine lists from the last answer (the same list object); a new
-    environment, ipykernel installed into one, a new project, or a nearer project
-    around the working directory shows at once."""
+    environment, ipykernel installed into one, a new project, a project's environment
+    where its tool keeps them, or a nearer project around the working directory shows
+    at once."""
     make_conda_env(home / "miniforge3")
     make_venv(home / ".virtualenvs" / "ds")
     make_venv(home / ".virtualenvs" / "plain", with_ipykernel=False)
@@ -418,6 +419,18 @@ def test_a_warm_listing_is_reused_until_anything_it_read_changes(
     listing(f)
     make_venv(home / "work" / "late" / ".venv")
     assert "venv/late" in listing(f)
+    # Where a tool keeps a project's environments, outside the project: watched too.
+    hatched = home / "work" / "hatched"
+    hatched.mkdir()
+    (hatched / "pyproject.toml").write_text('[project]\nname = "hatched"\n[tool.hatch]\n')
+    hatch_named = home / ".local" / "share" / "hatch" / "env" / "virtual" / "hatched"
+    hatch_named.mkdir(parents=True)
+    _age(home)
+    assert "venv/hatched" not in listing(f)
+    checksum = base64.urlsafe_b64encode(
+        hashlib.sha256(str(hatched).encode()).digest()).decode()[:8]
+    make_venv(hatch_named / checksum / "hatched")  # (only hatch's folder changes)
+    assert "venv/hatched" in listing(f)
     notebooks = home / "work" / "late" / "notebooks"
     notebooks.mkdir()
     os.chdir(notebooks)

@@ -177,19 +177,32 @@ class ProjectTools:
     def __init__(self) -> None:
         self.hatch = shutil.which("hatch")
         self._hatch_folders: dict[str, list[Path]] | None = None
+        #: every folder and file looked at: an environment appearing there changes one
+        self.read: list[Path] = []
 
     def hatch_storage(self, project: Path) -> list[Path]:
         """The folders hatch keeps ``project``'s environments in."""
         found = _hatch_find(self.hatch, project) if self.hatch is not None else []
         if found:
+            self.read += [found[0].parent, found[0].parent.parent]
             return [found[0].parent]
         if self._hatch_folders is None:
             self._hatch_folders = {}
             virtual = _data_dir("hatch", "HATCH_DATA_DIR") / "env" / "virtual"
+            self.read.append(virtual)
             for _, named in folder_entries(virtual):
+                self.read.append(named)
                 for checksum, folder in folder_entries(named):
                     self._hatch_folders.setdefault(checksum, []).append(folder)
-        return self._hatch_folders.get(_b64_hash(str(project), "sha256"), [])
+        storage = self._hatch_folders.get(_b64_hash(str(project), "sha256"), [])
+        self.read += storage
+        return storage
+
+    def pdm_location(self) -> Path:
+        """Where PDM keeps its centralized virtualenvs."""
+        location = _data_dir("pdm", "PDM_DATA_DIR") / "venvs"
+        self.read.append(location)
+        return location
 
 
 def _hatch_envs(project: Path, name: str, tools: ProjectTools) -> list[tuple[str, Path]]:
@@ -228,10 +241,10 @@ def _hatch_find(hatch: str, project: Path) -> list[Path]:
     return found
 
 
-def _pdm_envs(project: Path) -> list[Path]:
+def _pdm_envs(project: Path, tools: ProjectTools) -> list[Path]:
     """PDM's centralized virtualenvs of ``project`` (``<venv location>/<folder name>-
     <hash of its path>-<python>``)."""
-    location = _data_dir("pdm", "PDM_DATA_DIR") / "venvs"
+    location = tools.pdm_location()
     prefix = f"{project.name}-{_b64_hash(project.as_posix(), 'md5')}-"
     try:
         return sorted(location / e for e in os.listdir(location) if e.startswith(prefix))
@@ -243,13 +256,14 @@ def project_venvs(project: Path, tools: ProjectTools) -> list[Location]:
     """The virtualenvs that belong to ``project``, by its tool's rules: the in-project
     one first (it is what the tool uses), then hatch's or PDM's centralized ones."""
     tool, name = _read_project(project)
-    found = [Location(project.name, p, tool, "venv", project)
-             for p in _in_project(project, tool) if _is_venv(p)]
+    own = _in_project(project, tool)
+    tools.read += [project / "pyproject.toml", *own]
+    found = [Location(project.name, p, tool, "venv", project) for p in own if _is_venv(p)]
     if tool == "hatch":
         found += [Location(project.name if env == "default" else f"{project.name}-{env}",
                            p, "hatch", "venv", project)
                   for env, p in _hatch_envs(project, name, tools)]
     elif tool == "pdm":
         found += [Location(project.name if not found and i == 0 else p.name, p, "pdm", "venv",
-                           project) for i, p in enumerate(_pdm_envs(project))]
+                           project) for i, p in enumerate(_pdm_envs(project, tools))]
     return found

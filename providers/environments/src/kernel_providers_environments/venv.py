@@ -146,5 +146,5 @@ class VenvProvider(EnvironmentProvider[VenvConfig]):
         for project in self.projects():
             inputs.append(project)  # an environment appears there, or goes
             claims += project_venvs(project, tools)
-        inputs += self.walk.walked
+        inputs += [*self.walk.walked, *tools.read]
         return claims, inputs
