@@ -344,7 +344,10 @@ class KernelFinder:
         if chosen is not None:
             return chosen
         kernels = [k for k in kernels if k.in_project]
-        here = os.getcwd()
+        try:
+            here = os.getcwd()
+        except OSError:
+            here = "the working directory (removed)"
         if kernels:
             raise NoSuchKernel(PROJECT_ID, [], f"the environment of the project enclosing"
                                f" {here} ({kernels[0].id}) has no ipykernel:"

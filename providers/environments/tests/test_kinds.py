@@ -438,3 +438,18 @@ def test_a_warm_listing_is_reused_until_anything_it_read_changes(
     assert listing(f)["venv/late"].in_project
     (notebooks / "pyproject.toml").write_text("[project]\nname = 'nb'\n")  # nearer
     assert not listing(f)["venv/late"].in_project
+
+
+def test_a_removed_working_directory_lists_without_a_project(home: Path,
+                                                             make_venv: Any) -> None:
+    make_venv(home / ".virtualenvs" / "ds")
+    gone = home / "gone"
+    gone.mkdir()
+    os.chdir(gone)
+    gone.rmdir()
+    f = finder()
+    kernels = listing(f)
+    assert "venv/ds" in kernels and not any(k.in_project for k in kernels.values())
+    with pytest.raises(NoSuchKernel, match=r"no project encloses the working directory"
+                                           r" \(removed\)"):
+        asyncio.run(f.get_kernel_type("."))

@@ -55,6 +55,14 @@ class _Listing:
     kernels: list[KernelType]
 
 
+def _working_directory() -> Path | None:
+    """The working directory; None when it was removed (no project encloses it)."""
+    try:
+        return Path.cwd()
+    except OSError:
+        return None
+
+
 def _up_to_home(folder: Path) -> list[Path]:
     """``folder`` and its parents up to the home folder (the enclosing project's)."""
     home = Path.home()
@@ -106,14 +114,15 @@ class EnvironmentProvider(KernelProvider[C]):
 
     def _scan(self) -> list[KernelType]:
         # A warm listing: nothing it read changed (one stat per path): the last answer.
-        context = (os.getcwd(), repr(self.config), *map(os.environ.get, _CONTEXT_VARIABLES))
+        cwd = _working_directory()
+        context = (str(cwd), repr(self.config), *map(os.environ.get, _CONTEXT_VARIABLES))
         last = self._last
         if last is not None and last.context == context and all(
                 mtime_stamp(p) == stamp for p, stamp in last.stamps):
             return last.kernels
         started = time.time_ns()
         with problems_reported() as problems:
-            self.here = enclosing_project(Path.cwd())
+            self.here = enclosing_project(cwd) if cwd is not None else None
             claims, inputs = self.locations()
             exclude: list[str] = getattr(self.config, "exclude", [])
             kernels, known = list_kernels(claims, self._probes, exclude, self.id, self.here)
@@ -121,17 +130,18 @@ class EnvironmentProvider(KernelProvider[C]):
         self._kernels = known  # swapped whole: concurrent launches never see it half built
         # A problem may be put right without changing an mtime (a chmod): not reused.
         self._last = None if problems else self._reusable(context, started, inputs, known,
-                                                          kernels)
+                                                          kernels, cwd)
         return kernels
 
     def _reusable(self, context: tuple[str | None, ...], started: int, inputs: list[Path],
-                  known: Known, kernels: list[KernelType]) -> _Listing | None:
+                  known: Known, kernels: list[KernelType], cwd: Path | None
+                  ) -> _Listing | None:
         """What makes this listing reusable: the stamps of the paths it read (the
         working directory and its parents too), taken when they were read; None when a
         path changed as it was read (or too recently to tell: coarse mtimes) or an
         environment must be probed again each time."""
         stamps = [(str(p), mtime_stamp(str(p))) for p in
-                  [*inputs, *_up_to_home(Path.cwd())]]
+                  [*inputs, *(_up_to_home(cwd) if cwd is not None else [])]]
         for location, env, _ in known.values():
             entry = self._probes.stamps(location.prefix)
             if entry is None or env.recheck:
