@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .hookspecs import hookimpl
     from .launcher import KernelLauncher, OutputBuffer
     from .local import LocalLauncher, launch_local
+    from .parameters import ParameterError
     from .provider import KernelProvider, report_problem
     from .types import ConnectionInfo, KernelType, LaunchOptions
 
@@ -40,6 +41,7 @@ _HOMES = {
     **dict.fromkeys(["hookimpl"], "hookspecs"),
     **dict.fromkeys(["KernelLauncher", "OutputBuffer"], "launcher"),
     **dict.fromkeys(["LocalLauncher", "launch_local"], "local"),
+    **dict.fromkeys(["ParameterError"], "parameters"),
     **dict.fromkeys(["KernelProvider", "report_problem"], "provider"),
     **dict.fromkeys(["ConnectionInfo", "KernelType", "LaunchOptions"], "types"),
 }
@@ -64,6 +66,7 @@ __all__ = [
     "LocalLauncher",
     "NoSuchKernel",
     "OutputBuffer",
+    "ParameterError",
     "ProviderReport",
     "ProviderUnavailable",
     "ReadyTimeout",

@@ -24,10 +24,12 @@ from .errors import ConfigError, KernelProviderError, LaunchFailed, NoSuchKernel
 from .finder import KernelFinder
 from .launcher import KernelLauncher
 from .ownership import remove_stale_files
+from .parameters import ParameterError, allowed_values, parse_value
 from .pool_cli import add_pool_commands, autostart
 from .provider import PROGRESS_LOGGER
 from .switches import switched_on
 from .text import one_line
+from .types import LaunchOptions
 
 if TYPE_CHECKING:
     from .protocol import Message
@@ -157,6 +159,18 @@ async def cmd_info(args: argparse.Namespace) -> int:
     for key in ("id", "display_name", "language", "provider", "distribution",
                 "interrupt_mode"):
         print(one_line(f"{key + ':':16}{data[key]}"))
+    properties = (kernel.parameters or {}).get("properties") or {}
+    if properties:
+        required = set((kernel.parameters or {}).get("required") or [])
+        print("parameters:")
+        rows = [["  NAME", "TYPE", "DEFAULT", "ALLOWED", "DESCRIPTION"]]
+        for name, prop in properties.items():
+            prop = prop if isinstance(prop, dict) else {}
+            default = json.dumps(prop["default"]) if "default" in prop else (
+                "(required)" if name in required else "-")
+            rows.append([f"  {name}", str(prop.get("type", "-")), default, allowed_values(prop),
+                         str(prop.get("description") or prop.get("title") or "")])
+        _table([[one_line(cell) for cell in row] for row in rows], sys.stdout)
     for section in ("metadata", "resources"):
         if data[section]:
             print(f"{section}:")
@@ -220,7 +234,35 @@ async def _spinner(progress: _Progress) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _start(finder: KernelFinder, kernel_id: str) -> KernelLauncher:
+async def _parameters(finder: KernelFinder, args: argparse.Namespace) -> dict[str, Any]:
+    """The values of ``--params-file`` and then ``--param NAME=VALUE`` (typed by the kernel
+    type's schema); checked against it when the kernel is launched."""
+    values: dict[str, Any] = {}
+    if args.params_file:
+        try:
+            with open(args.params_file, encoding="utf-8") as f:
+                loaded = json.load(f)
+        except OSError as exc:
+            raise _Exit(EXIT_USAGE, f"error: cannot read {args.params_file}:"
+                        f" {exc.strerror}") from None
+        except ValueError as exc:
+            raise _Exit(EXIT_USAGE, f"error: {args.params_file} is not JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise _Exit(EXIT_USAGE, f"error: {args.params_file} must hold a JSON object of"
+                        " parameter values")
+        values.update(loaded)
+    if args.param:
+        kernel_type = await finder.get_kernel_type(args.id)
+        for item in args.param:
+            name, sep, text = item.partition("=")
+            if not sep or not name:
+                raise _Exit(EXIT_USAGE, f"error: --param {item!r}: write NAME=VALUE")
+            values[name] = parse_value(kernel_type, name, text)
+    return values
+
+
+async def _start(finder: KernelFinder, kernel_id: str,
+                 parameters: dict[str, Any] | None = None) -> KernelLauncher:
     progress = _Progress(kernel_id, sys.stderr.isatty())
     logger = logging.getLogger(PROGRESS_LOGGER)
     # Shown here only, not also as a "warning:" line by the root handler.
@@ -229,7 +271,7 @@ async def _start(finder: KernelFinder, kernel_id: str) -> KernelLauncher:
     logger.propagate = False
     spinner = asyncio.ensure_future(_spinner(progress)) if progress.live else None
     try:
-        launcher = await finder.launch(kernel_id)
+        launcher = await finder.launch(kernel_id, LaunchOptions(parameters=parameters or {}))
         autostart(finder)
         return launcher
     finally:
@@ -277,7 +319,7 @@ def _read_code(args: argparse.Namespace) -> str:
 async def cmd_run(args: argparse.Namespace) -> int:
     code = _read_code(args)
     finder = _make_finder()
-    launcher = await _start(finder, args.id)
+    launcher = await _start(finder, args.id, await _parameters(finder, args))
     loop = asyncio.get_running_loop()
     execution = asyncio.ensure_future(launcher.execute(code, _render))
     interrupts: list[asyncio.Future[None]] = []
@@ -314,7 +356,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_launch(args: argparse.Namespace) -> int:
     finder = _make_finder()
-    launcher = await _start(finder, args.id)
+    launcher = await _start(finder, args.id, await _parameters(finder, args))
     if args.json:
         json.dump({"id": launcher.kernel_type.id, "connection_file": launcher.connection_file,
                    "connection_info": launcher.connection_info}, sys.stdout)
@@ -349,6 +391,14 @@ async def cmd_launch(args: argparse.Namespace) -> int:
 BUILTIN_COMMANDS = {"list", "providers", "info", "run", "launch", "cleanup", "pool"}
 
 
+def _parameter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE",
+                        help="a value for one of the kernel's parameters (typed by its"
+                        " schema; `info ID` lists them); repeatable")
+    parser.add_argument("--params-file", metavar="FILE",
+                        help="a JSON object of parameter values (--param overrides)")
+
+
 def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kernel-providers",
@@ -379,6 +429,7 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--code", "-c", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code, or - for standard input")
+    _parameter_arguments(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("cleanup", help="remove what kernels of dead launchers left behind"
@@ -389,6 +440,7 @@ def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("id", help="kernel id, e.g. spec/python3 (`.`: the current project's)")
     p.add_argument("--json", action="store_true",
                    help="print the connection info as JSON too")
+    _parameter_arguments(p)
     p.set_defaults(handler=cmd_launch)
     add_pool_commands(sub)
     if with_plugins:
@@ -421,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.message:
             _err(exc.message)
         return exc.code
-    except (NoSuchKernel, ConfigError) as exc:
+    except (NoSuchKernel, ConfigError, ParameterError) as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
     except LaunchFailed as exc:

@@ -18,6 +18,7 @@ from .exec_plans import standard_inputs
 from .launcher import KernelLauncher
 from .local import exec_plan_inputs
 from .manager import PluginError, ProviderManager, env_disabled
+from .parameters import resolve_parameters
 from .pool import KernelPool, parse_pool
 from .pool import adaptable as pool_adaptable
 from .provider import KernelProvider, _deadline, _problems
@@ -405,7 +406,10 @@ class KernelFinder:
         options = replace(options) if options is not None else LaunchOptions()
         if options.ready_timeout is None:
             options.ready_timeout = self.config.ready_timeout
-        options.env, options.params = dict(options.env), dict(options.params)
+        options.env = dict(options.env)
+        # Checked before anything starts; the values in force (defaults filled in) are
+        # the launcher's (a restart keeps them).
+        options.parameters = resolve_parameters(kernel_type, options.parameters)
         options.extra_argv = list(options.extra_argv)
         self.hook.kernel_launch_options(kernel_type=kernel_type, options=options)
         provider = self.providers[kernel_type.provider]

@@ -35,6 +35,13 @@ class KernelSpec:
     metadata: dict[str, Any]
 
     @property
+    def parameters(self) -> dict[str, Any] | None:
+        """The kernel's parameters: ``metadata.parameters`` of kernel.json, a JSON Schema
+        object (checked when a launch gives values)."""
+        declared = self.metadata.get("parameters")
+        return declared if isinstance(declared, dict) else None
+
+    @property
     def resources(self) -> dict[str, str]:
         """Logos, kernel.js and kernel.css shipped in the folder, by Jupyter's names."""
         found = {}

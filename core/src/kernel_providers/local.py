@@ -36,6 +36,7 @@ from .elsewhere import keep_key, wait_for_ports
 from .errors import KernelDied, LaunchFailed
 from .launcher import KernelLauncher, OutputBuffer
 from .orphans import undo_if_orphaned
+from .parameters import parameter_variables, substitute_parameters
 from .types import ConnectionInfo, KernelType, LaunchOptions, ready_seconds
 
 __all__ = ["LocalLauncher", "PortStrategy", "build_env", "launch_local", "substitute_argv"]
@@ -330,7 +331,8 @@ async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: La
     """Start ``argv`` as a local kernel and return its launcher.
 
     ``env`` (the kernel's own, e.g. from kernel.json) and then ``options.env`` are merged
-    over this process's environment. The kernel runs in its own session and process
+    over this process's environment; ``options.parameters`` fill ``{parameter:<name>}``
+    in ``argv`` and set ``KERNEL_PARAMETER_<NAME>``. The kernel runs in its own session and process
     group and dies with this process (Linux). On return, ``connection_info`` holds the
     kernel's real ports; the kernel may still be starting (``wait_ready`` tells).
     Nothing is left behind if this raises. With ``options.connection_file`` the kernel
@@ -344,6 +346,9 @@ async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: La
     # A replacing kernel keeps the parent its caller gave it (and JPY_PARENT_PID).
     full_env = build_env(env, options.env,
                          None if replace else {"JPY_PARENT_PID": str(os.getpid())})
+    if options.parameters:  # (set as they are: no ${NAME} expansion of a value)
+        argv = substitute_parameters(list(argv), options.parameters, kernel_type.id)
+        full_env.update(parameter_variables(options.parameters))
     spawner = _Spawner(kernel_type, [*argv, *options.extra_argv], full_env,
                        options.cwd or cwd, resource_dir, options, strategy)
     if replace:

@@ -348,7 +348,7 @@ def adaptable(options: LaunchOptions | None) -> bool:
     own_connection = bool(set(info) - {"transport", "ip"}) or info.get("transport", "tcp") \
         != "tcp" or info.get("ip", "127.0.0.1") not in ("127.0.0.1", "localhost")
     return not (own_connection or options.connection_file or options.extra_argv
-                or options.params or options.replace_process
+                or options.parameters or options.replace_process
                 or any(k.startswith(_START_ONLY) for k in options.env))
 
 

@@ -46,6 +46,9 @@ class KernelType:
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, str] = field(default_factory=dict)
     interrupt_mode: InterruptMode = "signal"
+    #: the knobs a launch may set: a JSON Schema object (``properties`` with types,
+    #: ``enum``, ``minimum`` ..., ``default``, ``title``, ``description``); None: none
+    parameters: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         prefix, sep, name = self.id.partition("/")
@@ -99,6 +102,7 @@ class KernelType:
             "metadata": data["metadata"],
             "resources": data["resources"],
             "interrupt_mode": data["interrupt_mode"],
+            "parameters": data["parameters"],
         }
 
 
@@ -107,7 +111,8 @@ class LaunchOptions:
     """What a caller (or a ``kernel_launch_options`` hook) may set for one launch.
 
     ``env`` is merged over the kernel's own environment; ``extra_argv`` is appended to
-    its argv; ``params`` carries provider-specific options (mounts, limits ...).
+    its argv; ``parameters`` gives values to the kernel type's declared parameters
+    (checked against them, defaults filled in, before anything starts).
     ``connection_info`` reuses a key and, where the provider can, the ports (a restart
     keeps clients connected). ``ready_timeout`` left at ``None`` means the
     configuration's ``ready_timeout``.
@@ -127,7 +132,7 @@ class LaunchOptions:
     cwd: str | None = None
     extra_argv: list[str] = field(default_factory=list)
     ready_timeout: float | None = None  # None: the config's ready_timeout (60 s)
-    params: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
     connection_info: ConnectionInfo | None = None
     connection_file: str | None = None
     replace_process: bool = False

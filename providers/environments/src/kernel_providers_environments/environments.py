@@ -381,6 +381,7 @@ def environment_kernels(env: Environment, location: Location, provider: str,
                       "resource_dir": str(spec.resource_dir)},
             resources=spec.resources,
             interrupt_mode=spec.interrupt_mode,  # type: ignore[arg-type]
+            parameters=spec.parameters,
         ))
     return kernels
 

@@ -111,6 +111,7 @@ class KernelSpecProvider(KernelProvider[KernelSpecConfig]):
             metadata={**spec.metadata, "resource_dir": str(spec.resource_dir)},
             resources=spec.resources,
             interrupt_mode=spec.interrupt_mode,  # type: ignore[arg-type]
+            parameters=spec.parameters,
         )
 
     async def find_kernels(self) -> list[KernelType]:
