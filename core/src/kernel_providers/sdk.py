@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         stamp_alive,
         verify_tag,
     )
+    from .parameters import ParameterError
     from .protocol import heartbeat_answers
     from .provider import (
         PROGRESS_LOGGER,
@@ -105,6 +106,7 @@ _MODULES = {
     "launcher": ("KernelLauncher", "OutputBuffer"),
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
     "orphans": ("Undo", "undo_if_orphaned"),
+    "parameters": ("ParameterError",),
     "ownership": ("claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"),
     "protocol": ("heartbeat_answers",),
     "provider": ("PROGRESS_LOGGER", "KernelProvider", "problems_reported", "report_problem",
@@ -131,6 +133,7 @@ __all__ = [
     "LaunchOptions",
     "LocalLauncher",
     "OutputBuffer",
+    "ParameterError",
     "ProviderUnavailable",
     "ReadyTimeout",
     "Undo",

@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from kernel_providers import KernelFinder, LaunchFailed, LaunchOptions, ProviderUnavailable
+from kernel_providers import (
+    KernelFinder,
+    LaunchFailed,
+    LaunchOptions,
+    ParameterError,
+    ProviderUnavailable,
+)
 from kernel_providers.testing import ConformanceSuite, run_code
 
 IMAGE_ID = "docker/kernel-providers-test:bookworm"
@@ -465,3 +471,44 @@ def test_cleanup_leaves_a_kernel_a_live_process_reattached_to(docker_finder: Any
             owner.stdout.close()
         with contextlib.suppress(NotFound):
             docker_client.containers.get(container_id).remove(force=True)
+
+
+CGROUP = ("import os\n"
+          "def read(path):\n"
+          "    try:\n"
+          "        return open(path).read().strip()\n"
+          "    except OSError:\n"
+          "        return '-'\n"
+          "print(read('/sys/fs/cgroup/cpu.max'), read('/sys/fs/cgroup/memory.max'),"
+          " os.path.exists('/data/shared.txt'))")
+
+
+def test_parameters_set_the_containers_limits(docker_finder: Any, tmp_path: Path) -> None:
+    """cpus, memory and a mount chosen by parameter: the kernel's own cgroup says so; a
+    value above the configured maximum, or a mount config does not offer, is refused
+    before any container exists."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "shared.txt").write_text("x")
+    finder = docker_finder(max_cpus=1, max_memory="512m",
+                           mount_choices=[f"{shared}:/data:ro"])
+
+    async def scenario() -> None:
+        kernel = await finder.get_kernel_type(IMAGE_ID)
+        assert kernel.parameters is not None
+        assert set(kernel.parameters["properties"]) == {"cpus", "memory", "mounts"}
+        launcher = await finder.launch(IMAGE_ID, LaunchOptions(parameters={
+            "cpus": 0.5, "memory": "256m", "mounts": [f"{shared}:/data:ro"]}))
+        try:
+            out, _, _ = await run_code(launcher, CGROUP)
+            assert out.split() == ["50000", "100000", str(256 * 1024 * 1024), "True"], out
+        finally:
+            await launcher.shutdown()
+        for values, says in (({"cpus": 2}, "parameter 'cpus' = 2 is not allowed"),
+                             ({"memory": "1g"}, "more than max_memory = 512m"),
+                             ({"mounts": ["/etc:/etc"]}, "parameter 'mounts' = "),
+                             ({"privileged": True}, "has no parameter 'privileged'")):
+            with pytest.raises(ParameterError, match=re.escape(says)):
+                await finder.launch(IMAGE_ID, LaunchOptions(parameters=values))
+
+    asyncio.run(scenario())

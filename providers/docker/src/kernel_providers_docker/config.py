@@ -37,6 +37,13 @@ class DockerConfig:
     cpus: float | None = None
     network: str | None = None
     user: str | None = None
+    #: the most a launch's ``cpus`` parameter may ask for (default: this machine's CPUs)
+    max_cpus: float | None = None
+    #: the most a launch's ``memory`` parameter may ask for, e.g. "8g" (default: any)
+    max_memory: str | None = None
+    #: volumes ("host-path:container-path[:ro]") a launch may add with its ``mounts``
+    #: parameter: the only ones it can add
+    mount_choices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +63,8 @@ class ImageEntry:
     cpus: float | None = None
     network: str | None = None
     user: str | None = None
+    #: tags of the image a launch may pick with its ``tag`` parameter
+    tags: list[str] = field(default_factory=list)
     pull: str | None = None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,7 +23,7 @@ from kernel_providers.sdk import (
     verify_tag,
 )
 
-from .config import IPYKERNEL_ARGV, PULL_POLICIES, DockerConfig, parse_images
+from .config import IPYKERNEL_ARGV, PULL_POLICIES, DockerConfig, ImageEntry, parse_images
 from .images import image_kernel_type, label_spec
 from .launcher import (
     KERNEL_ID,
@@ -100,8 +101,8 @@ class DockerProvider(KernelProvider[DockerConfig]):
                     assert spec is not None
                     kernel = image_kernel_type(tag, tag, spec.display_name, spec.language,
                                                spec.interrupt_mode, spec.metadata, image.id)
-                    kernels[kernel.id] = _Kernel(kernel, self._target(tag, spec.argv,
-                                                                       spec.env))
+                    kernels[kernel.id] = self._with_parameters(
+                        kernel, self._target(tag, spec.argv, spec.env), None)
         for entry in parse_images(self.config.images, "[providers.docker]"):
             spec, image_id = None, None
             try:
@@ -122,10 +123,18 @@ class DockerProvider(KernelProvider[DockerConfig]):
                 entry.display_name or (spec.display_name if spec else entry.image),
                 entry.language if entry.argv or not spec else spec.language,
                 entry.interrupt_mode, {"present": image_id is not None}, image_id)
-            kernels[kernel.id] = _Kernel(kernel, self._target(
-                entry.image, argv, {**(spec.env if spec else {}), **entry.env}, entry))
+            kernels[kernel.id] = self._with_parameters(kernel, self._target(
+                entry.image, argv, {**(spec.env if spec else {}), **entry.env}, entry), entry)
         self._kernels = kernels
         return [k.kernel_type for k in kernels.values()]
+
+    def _with_parameters(self, kernel: KernelType, target: LaunchTarget,
+                         entry: ImageEntry | None) -> _Kernel:
+        """The kernel type with the parameters it honours (see parameters.py)."""
+        from .parameters import declared_parameters
+
+        schema = declared_parameters(self.config, target, entry)
+        return _Kernel(dataclasses.replace(kernel, parameters=schema), target)
 
     async def find_kernels(self) -> list[KernelType]:
         """Images from the engine (labelled) and from the configuration."""
@@ -133,16 +142,20 @@ class DockerProvider(KernelProvider[DockerConfig]):
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Start the kernel in a new container, its ports published on 127.0.0.1."""
+        from .parameters import apply_parameters
+
         kernel = self.listed(self._kernels, kernel_type)
+        target = apply_parameters(kernel_type.id, self.config, kernel.target,
+                                  options.parameters)
         client = await asyncio.to_thread(self.client)
         try:
-            return await start_container(client, kernel_type, kernel.target, options)
+            return await start_container(client, kernel_type, target, options)
         except PortsTaken:
             # A container of a launcher that died (a SIGKILLed shim the client restarts
             # on the same ports) may hold them: remove orphans, then try once more.
             if not await self.cleanup_orphans():
                 raise
-            return await start_container(client, kernel_type, kernel.target, options)
+            return await start_container(client, kernel_type, target, options)
 
     async def attach(self, kernel_type: KernelType, state: dict[str, Any],
                      connection_info: ConnectionInfo) -> KernelLauncher:
