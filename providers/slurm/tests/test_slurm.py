@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -369,5 +370,45 @@ def test_the_time_limit_ends_the_kernel_and_says_so(job_dir: Path) -> None:
                 await launcher.execute("1")
         finally:
             await launcher.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_parameters_pick_the_partition_and_the_limits(job_dir: Path) -> None:
+    """A profile's parameters: the job really runs in the chosen partition with the
+    chosen time limit and CPUs (Slurm says so); asking beyond the profile, or for a
+    partition it does not offer, is refused before anything is submitted."""
+    from kernel_providers import LaunchOptions, ParameterError
+
+    finder = finder_for(job_dir, profiles={"knobs": {
+        "cpus": 1, "time": "10", "partitions": ["debug", "tiny"], "partition": "debug",
+        "max_time": "1:00:00", "max_cpus": 2}})
+
+    async def scenario() -> None:
+        kernel = await finder.get_kernel_type("slurm/knobs")
+        assert kernel.parameters is not None
+        assert kernel.parameters["properties"]["partition"] == {
+            "enum": ["debug", "tiny"], "title": "Partition", "default": "debug",
+            "description": "the partition (queue) the job runs in"}
+        launcher = await finder.launch("slurm/knobs", LaunchOptions(parameters={
+            "partition": "tiny", "time": "0:20:00"}))
+        try:
+            job_id = launcher.job.job_id  # type: ignore[attr-defined]
+            shown = subprocess.run(["scontrol", "show", "job", "-o", job_id],
+                                   capture_output=True, text=True, check=True).stdout
+            assert "Partition=tiny" in shown and "TimeLimit=00:20:00" in shown, shown
+            assert "NumCPUs=1" in shown, shown
+            out, _, _ = await run_code(launcher, "print(6 * 7)")
+            assert out == "42\n"
+        finally:
+            assert await launcher.shutdown() == 0
+        before = our_jobs(job_dir.parent)
+        for values, says in (({"time": "2:00:00"}, "more than max_time = 1:00:00"),
+                             ({"partition": "remote"}, "parameter 'partition' = \"remote\""),
+                             ({"cpus": 3}, "parameter 'cpus' = 3 is not allowed"),
+                             ({"time": "10; scancel -u root"}, "parameter 'time' = ")):
+            with pytest.raises(ParameterError, match=re.escape(says)):
+                await finder.launch("slurm/knobs", LaunchOptions(parameters=values))
+        assert our_jobs(job_dir.parent) == before  # nothing was submitted
 
     asyncio.run(scenario())

@@ -51,6 +51,14 @@ class SlurmProfile:
     #: may a warm pool ([pool]) hold this profile's kernel, and so its allocation,
     #: idle? (default: no)
     pool: bool = False
+    #: partitions a launch may pick with its ``partition`` parameter
+    partitions: list[str] = field(default_factory=list)
+    #: the most a launch's ``time`` / ``cpus`` / ``mem`` parameters may ask for
+    max_time: str | None = None
+    max_cpus: int | None = None
+    max_mem: str | None = None
+    #: --gres values a launch may pick with its ``gres`` parameter
+    gres_choices: list[str] = field(default_factory=list)
     #: the name clients show (default: "Slurm <name>")
     display_name: str | None = None
     #: the kernel's language (for clients)

@@ -34,6 +34,7 @@ from .cluster import Cluster, LocalCluster, LoginCluster, ssh_pool
 from .config import SlurmConfig, SlurmProfile, parse_profiles
 from .jobs import cancel_on, job_state
 from .launcher import COMMENT_PREFIX, start_job
+from .parameters import apply_parameters, declared_parameters
 
 __all__ = ["SlurmProvider"]
 
@@ -108,7 +109,8 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
                 id=f"slurm/{name}", provider=self.id,
                 display_name=profile.display_name or f"Slurm {name}",
                 language=profile.language,
-                metadata={"slurm": _summary(profile), "poolable": profile.pool})
+                metadata={"slurm": _summary(profile), "poolable": profile.pool},
+                parameters=declared_parameters(profile))
             self._profiles[kernel.id] = profile
             kernels.append(kernel)
             if profile.kernelspecs:
@@ -146,13 +148,15 @@ class SlurmProvider(KernelProvider[SlurmConfig]):
                 display_name=f"{about.get('display_name') or spec} (Slurm {name})",
                 language=str(about.get("language") or profile.language),
                 metadata={"slurm": {**_summary(profile), "kernelspec": spec},
-                          "poolable": profile.pool})
+                          "poolable": profile.pool},
+                parameters=declared_parameters(profile))
             found.append((kernel, dataclasses.replace(profile, kernel=spec)))
         return found
 
     async def launch(self, kernel_type: KernelType, options: LaunchOptions) -> KernelLauncher:
         """Submit the kernel's job and return once the kernel listens on its node."""
-        profile = self.listed(self._profiles, kernel_type)
+        profile = apply_parameters(kernel_type.id, self.listed(self._profiles, kernel_type),
+                                   options.parameters)
         return await start_job(kernel_type, profile, self.config, options,
                                self.cluster(profile.login), self.pool)
 
