@@ -73,6 +73,7 @@ if TYPE_CHECKING:
         verify_tag,
     )
     from .parameters import ParameterError
+    from .per_process import PerProcess
     from .protocol import heartbeat_answers
     from .provider import (
         PROGRESS_LOGGER,
@@ -107,6 +108,7 @@ _MODULES = {
     "local": ("LocalLauncher", "build_env", "launch_local", "substitute_argv"),
     "orphans": ("Undo", "undo_if_orphaned"),
     "parameters": ("ParameterError",),
+    "per_process": ("PerProcess",),
     "ownership": ("claim", "claimed", "owner_tag", "process_stamp", "stamp_alive", "verify_tag"),
     "protocol": ("heartbeat_answers",),
     "provider": ("PROGRESS_LOGGER", "KernelProvider", "problems_reported", "report_problem",
@@ -134,6 +136,7 @@ __all__ = [
     "LocalLauncher",
     "OutputBuffer",
     "ParameterError",
+    "PerProcess",
     "ProviderUnavailable",
     "ReadyTimeout",
     "Undo",

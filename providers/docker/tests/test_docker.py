@@ -473,14 +473,23 @@ def test_cleanup_leaves_a_kernel_a_live_process_reattached_to(docker_finder: Any
             docker_client.containers.get(container_id).remove(force=True)
 
 
-CGROUP = ("import os\n"
-          "def read(path):\n"
-          "    try:\n"
-          "        return open(path).read().strip()\n"
-          "    except OSError:\n"
-          "        return '-'\n"
-          "print(read('/sys/fs/cgroup/cpu.max'), read('/sys/fs/cgroup/memory.max'),"
-          " os.path.exists('/data/shared.txt'))")
+# The container's own limits, from cgroup v2's files, else v1's.
+CGROUP = """
+import os
+def first(*paths):
+    for path in paths:
+        try:
+            return open(path).read().split()
+        except OSError:
+            pass
+    return ["-"]
+cpu = first("/sys/fs/cgroup/cpu.max")
+if cpu == ["-"]:
+    v1 = "/sys/fs/cgroup/cpu/cpu.cfs_"
+    cpu = first(v1 + "quota_us") + first(v1 + "period_us")
+memory = first("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+print(*cpu, *memory, os.path.exists("/data/shared.txt"))
+"""
 
 
 def test_parameters_set_the_containers_limits(docker_finder: Any, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from kernel_providers.sdk import (
     KernelProvider,
     KernelType,
     LaunchOptions,
+    PerProcess,
     problems_reported,
 )
 
@@ -77,7 +78,9 @@ C = TypeVar("C")
 #: stat() calls, and threads running them side by side mostly wait for each other's
 #: GIL hand-overs (a warm listing of 180 environments took ~14 ms in three threads,
 #: ~8 ms in one)
-_SCANS = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kernel-providers-envs")
+#: (one per process: a forked child has none of its parent's threads)
+_SCANS: PerProcess[concurrent.futures.ThreadPoolExecutor] = PerProcess(
+    lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kernel-providers-envs"))
 
 
 class EnvironmentProvider(KernelProvider[C]):
@@ -158,7 +161,7 @@ class EnvironmentProvider(KernelProvider[C]):
         shows them with the command that installs it)."""
         # (in this task's context: report_problem reaches this discovery)
         scan = functools.partial(contextvars.copy_context().run, self._scan)
-        return await asyncio.get_running_loop().run_in_executor(_SCANS, scan)
+        return await asyncio.get_running_loop().run_in_executor(_SCANS.get(), scan)
 
     def launch_inputs(self, kernel_type: KernelType) -> list[str] | None:
         """What the listing read, and the environment's files (see the base class)."""

@@ -14,6 +14,8 @@ import concurrent.futures
 import contextlib
 import threading
 
+from kernel_providers.sdk import PerProcess
+
 from .cluster import COMMAND_SECONDS, Cluster
 
 __all__ = ["DETACHED", "Lease"]
@@ -21,20 +23,16 @@ __all__ = ["DETACHED", "Lease"]
 #: what the lease file holds while no process holds the job (see Lease.detach)
 DETACHED = "detached"
 
-_keeper: asyncio.AbstractEventLoop | None = None
-_keeper_lock = threading.Lock()
+def _start_keeper() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="kernel-providers-slurm-leases",
+                     daemon=True).start()
+    return loop
 
 
-def _keeper_loop() -> asyncio.AbstractEventLoop:
-    """The leases' event loop, running in its daemon thread (started on first use)."""
-    global _keeper
-    with _keeper_lock:
-        if _keeper is None or _keeper.is_closed():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="kernel-providers-slurm-leases",
-                             daemon=True).start()
-            _keeper = loop
-        return _keeper
+#: the leases' event loop, running in its daemon thread (one per process: a forked
+#: child has none of its parent's threads)
+_KEEPER: PerProcess[asyncio.AbstractEventLoop] = PerProcess(_start_keeper)
 
 
 class Lease:
@@ -43,7 +41,7 @@ class Lease:
     ``detach``."""
 
     def __init__(self, cluster: Cluster, path: str, seconds: float) -> None:
-        self._loop = _keeper_loop()
+        self._loop = _KEEPER.get()
         self._stop = asyncio.Event()  # (bound to the keeper's loop when first awaited)
         self._detach = False
         self._done = asyncio.run_coroutine_threadsafe(
