@@ -55,6 +55,9 @@ class Config:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the raw ``[pool]`` table (see kernel_providers.pool.PoolSettings)
     pool: dict[str, Any] = field(default_factory=dict)
+    #: ``[kernels."<id>"]`` tables: ``parameters`` (a JSON Schema fragment merged over
+    #: the kernel type's own) and ``presets`` (name -> values: kernel types ``<id>@<name>``)
+    kernels: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
 
     def provider_table(self, provider_id: str) -> dict[str, Any]:
@@ -92,9 +95,25 @@ def load_config(path: Path | str | None = None) -> Config:
     pool = data.pop("pool", {})
     if not isinstance(pool, dict):
         raise ConfigError(f'{path}: [pool] must be a table, e.g. [pool."venv/myproj"]')
+    kernels = data.pop("kernels", {})
+    if not isinstance(kernels, dict) or not all(isinstance(v, dict) for v in kernels.values()):
+        raise ConfigError(f'{path}: [kernels] must hold one table per kernel id, e.g.'
+                          ' [kernels."docker/pytorch:2.4"]')
+    for kernel_id, table in kernels.items():
+        unknown = sorted(set(table) - {"parameters", "presets"})
+        if unknown:
+            raise ConfigError(f'{path}: [kernels."{kernel_id}"]: unknown key {unknown[0]!r}'
+                              " (known: parameters, presets)")
+        if not isinstance(table.get("parameters", {}), dict) or not isinstance(
+                table.get("presets", {}), dict) or not all(
+                isinstance(v, dict) for v in table.get("presets", {}).values()):
+            raise ConfigError(f'{path}: [kernels."{kernel_id}"]: parameters must be a table'
+                              " (a JSON Schema fragment) and presets a table of tables of"
+                              " values")
     config: Config = build_options(Config, data, str(path),
-                                   skip={"providers", "pool", "path"})
-    config.providers, config.pool, config.path = providers, pool, path
+                                   skip={"providers", "pool", "kernels", "path"})
+    config.providers, config.pool, config.kernels, config.path = \
+        providers, pool, kernels, path
     return config
 
 

@@ -18,7 +18,7 @@ from .exec_plans import standard_inputs
 from .launcher import KernelLauncher
 from .local import exec_plan_inputs
 from .manager import PluginError, ProviderManager, env_disabled
-from .parameters import resolve_parameters
+from .parameters import PRESET_OF, configured, resolve_parameters
 from .pool import KernelPool, parse_pool
 from .pool import adaptable as pool_adaptable
 from .provider import KernelProvider, _deadline, _problems
@@ -262,7 +262,8 @@ class KernelFinder:
                     problems.append(f"ignored a second kernel with id {kernel.id!r}")
                 else:
                     seen.add(kernel.id)
-                    kernels.append(kernel)
+                    table = self.config.kernels.get(kernel.id)  # [kernels."<id>"]
+                    kernels += configured(kernel, table) if table else [kernel]
             report.status = "ok"
         except (asyncio.TimeoutError, TimeoutError):
             report.status = "error"
@@ -410,6 +411,8 @@ class KernelFinder:
         # Checked before anything starts; the values in force (defaults filled in) are
         # the launcher's (a restart keeps them).
         options.parameters = resolve_parameters(kernel_type, options.parameters)
+        if PRESET_OF in kernel_type.metadata:  # its provider knows the kernel it presets
+            kernel_type = await self.get_kernel_type(kernel_type.metadata[PRESET_OF])
         options.extra_argv = list(options.extra_argv)
         self.hook.kernel_launch_options(kernel_type=kernel_type, options=options)
         provider = self.providers[kernel_type.provider]

@@ -20,8 +20,11 @@ from .errors import KernelProviderError
 if TYPE_CHECKING:
     from .types import KernelType
 
-__all__ = ["ParameterError", "allowed_values", "parameter_variables", "parse_value",
-           "resolve_parameters", "substitute_parameters"]
+__all__ = ["PRESET_OF", "ParameterError", "allowed_values", "configured",
+           "parameter_variables", "parse_value", "resolve_parameters", "substitute_parameters"]
+
+#: metadata of a preset's kernel type: the kernel type it presets, and its values
+PRESET_OF, PRESET_VALUES = "preset_of", "preset_values"
 
 _PLACEHOLDER = re.compile(r"\{parameter:([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -137,3 +140,34 @@ def substitute_parameters(argv: list[str], parameters: Mapping[str, Any],
         return given if isinstance(given, str) else json.dumps(given)
 
     return [_PLACEHOLDER.sub(value, item) for item in argv]
+
+
+def _merged(base: Any, over: Any) -> Any:
+    """``over`` merged into ``base`` (tables key by key; anything else replaced)."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def configured(kernel_type: KernelType, table: Mapping[str, Any]) -> list[KernelType]:
+    """``kernel_type`` with its ``[kernels."<id>"]`` table applied: ``parameters`` merged
+    over its own (to narrow a range, add a parameter of a kernelspec), and one more
+    kernel type ``<id>@<preset>`` per preset, whose values become its defaults."""
+    from dataclasses import replace
+
+    own = kernel_type
+    if table.get("parameters"):
+        schema = _merged(kernel_type.parameters or {"type": "object", "properties": {}},
+                         table["parameters"])
+        own = replace(kernel_type, parameters=schema)
+    found = [own]
+    for name, values in sorted((table.get("presets") or {}).items()):
+        schema = dict(own.parameters or {"type": "object", "properties": {}})
+        properties = dict(schema.get("properties") or {})
+        for key, value in values.items():  # (unknown names: refused at launch)
+            properties[key] = {**(properties.get(key) or {}), "default": value}
+        found.append(replace(
+            own, id=f"{own.id}@{name}", display_name=f"{own.display_name} ({name})",
+            parameters={**schema, "properties": properties},
+            metadata={**own.metadata, PRESET_OF: own.id, PRESET_VALUES: dict(values)}))
+    return found

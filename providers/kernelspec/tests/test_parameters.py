@@ -135,3 +135,24 @@ def test_a_kernel_without_parameters_takes_none(knobs: dict[str, str]) -> None:
     ran = cli(knobs, "run", "spec/python3", "--param", "cpus=2", "--code", "1")
     assert ran.returncode == 2
     assert "kernel 'spec/python3' takes no parameters (given: cpus)" in ran.stderr
+
+
+def test_config_narrows_parameters_and_adds_presets(knobs: dict[str, str]) -> None:
+    """[kernels."<id>"] in the config: a narrower range, and a preset that is a kernel
+    type of its own (listed everywhere, its values the defaults, still checked)."""
+    Path(knobs["KERNEL_PROVIDERS_CONFIG"]).write_text(
+        '[kernels."spec/knobs".parameters.properties.cpus]\nmaximum = 4\n\n'
+        '[kernels."spec/knobs".presets.big]\ncpus = 4\nmode = "fast"\n')
+    listed = {k["id"]: k for k in json.loads(cli(knobs, "list", "--json").stdout)}
+    assert listed["spec/knobs@big"]["display_name"] == "Knobs (big)"
+    assert listed["spec/knobs@big"]["parameters"]["properties"]["cpus"]["default"] == 4
+    assert listed["spec/knobs"]["parameters"]["properties"]["cpus"]["maximum"] == 4
+    ran = cli(knobs, "run", "spec/knobs@big", "--code", SHOW)
+    assert ran.stdout.splitlines() == ["4 fast false", "label=none"], ran.stderr
+    ran = cli(knobs, "run", "spec/knobs@big", "--param", "cpus=2", "--code", SHOW)
+    assert ran.stdout.splitlines()[0] == "2 fast false", ran.stderr
+    ran = cli(knobs, "run", "spec/knobs", "--param", "cpus=8", "--code", "1")
+    assert ran.returncode == 2 and "8 is greater than the maximum of 4" in ran.stderr
+    Path(knobs["KERNEL_PROVIDERS_CONFIG"]).write_text('[kernels."spec/knobs"]\nshape = 1\n')
+    ran = cli(knobs, "list")
+    assert ran.returncode == 2 and "unknown key 'shape'" in ran.stderr
