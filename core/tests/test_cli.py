@@ -34,7 +34,7 @@ Command = Callable[..., list[str]]
 FAKE_DISTS = Path(__file__).parent / "fake_dists"
 
 KERNEL_KEYS = {"id", "provider", "name", "display_name", "language", "project",
-               "launchable", "metadata", "resources", "interrupt_mode"}
+               "launchable", "metadata", "resources", "interrupt_mode", "parameters"}
 CONNECTION_KEYS = ("ip", "transport", "key", "signature_scheme", "shell_port",
                    "iopub_port", "stdin_port", "control_port", "hb_port")
 WAIT = 60.0  # seconds any one step may take before the test gives up
