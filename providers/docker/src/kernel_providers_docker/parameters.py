@@ -44,8 +44,8 @@ def declared_parameters(config: DockerConfig, target: LaunchTarget,
         "type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$", "title": "Memory",
         "description": "memory limit of the container, e.g. 512m or 2g"
                        + (f" (at most {config.max_memory})" if config.max_memory else "")}
-    if target.mem_limit:
-        memory["default"] = target.mem_limit
+    if target.mem_limit and _SIZE.fullmatch(target.mem_limit):  # (else the launch says
+        memory["default"] = target.mem_limit                      # what is wrong with it)
     properties: dict[str, Any] = {"cpus": cpus, "memory": memory}
     if config.mount_choices:
         properties["mounts"] = {
