@@ -125,6 +125,7 @@ class KernelLauncher(ABC):
         self._connection: KernelConnection | None = None
         self._execute_lock = asyncio.Lock()
         self._owner: LauncherOwner | None = None
+        self._restarted = False  # restart() handed out the new kernel's launcher
         # What the reaper undoes should this process end before cleanup (see orphans).
         self._undo_if_orphaned: list[Undo] = []
         self._guard_connection_file()
@@ -314,6 +315,10 @@ class KernelLauncher(ABC):
         return content
 
     async def _execute_connection(self) -> KernelConnection:
+        if self._restarted:
+            raise KernelProviderError(
+                f"kernel {self.kernel_type.id!r} was restarted: this launcher's kernel is"
+                " gone; use the launcher restart() returned")
         conn = self._connection
         if conn is not None and conn.info is self.connection_info and conn.listening:
             return conn
@@ -426,7 +431,9 @@ class KernelLauncher(ABC):
                 " KernelFinder.launch (which knows how to start it again)")
         await self.shutdown(timeout)
         options = replace(self.launch_options, connection_info=dict(self.connection_info))  # type: ignore[arg-type]
-        return await self._owner.relaunch(self, options)
+        successor = await self._owner.relaunch(self, options)
+        self._restarted = True
+        return successor
 
     async def cleanup(self) -> None:
         """Free everything the launch made; kills the kernel if it still runs. Idempotent."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_providers import KernelFinder, LaunchOptions, ParameterError
+from kernel_providers import KernelFinder, KernelProviderError, LaunchOptions, ParameterError
 from kernel_providers.testing import command_argv, command_environment, run_code
 
 # The kernel: records its argv's last item in a variable, then is ipykernel.
@@ -121,8 +121,10 @@ def test_python_api_values_are_kept_across_a_restart(knobs: dict[str, str]) -> N
         try:
             assert launcher.launch_options.parameters == {
                 "cpus": 3, "mode": "safe", "label": "none", "debug": False}
-            launcher = await launcher.restart()  # (the new kernel's launcher)
+            old, launcher = launcher, await launcher.restart()  # the new kernel's launcher
             assert launcher.launch_options.parameters["cpus"] == 3
+            with pytest.raises(KernelProviderError, match="was restarted: this launcher's"):
+                await old.execute("1")
             out, _, _ = await run_code(launcher, SHOW)
             assert out.splitlines() == ["3 safe false", "label=none"]
         finally:
