@@ -317,11 +317,7 @@ def main() -> int:
         machine = build(Path(tmp))
         isolate(Path(tmp))
         # As a machine has its environments: not written a moment ago (a listing is not
-        # reused while what it read has mtimes within the last 2 s: coarse mtimes), and
-        # with the ~/.ipython the reference's kernels create on first use (a new entry in
-        # the home folder, which conda's discovery watches, would make every listing after
-        # the reference's first a full one).
-        (Path(tmp) / ".ipython").mkdir()
+        # reused while what it read has mtimes within the last 2 s: coarse mtimes).
         then = time.time() - 600
         for path in [Path(tmp), *Path(tmp).rglob("*")]:
             os.utime(path, (then, then), follow_symlinks=False)

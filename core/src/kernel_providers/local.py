@@ -332,8 +332,8 @@ async def launch_local(kernel_type: KernelType, argv: Sequence[str], options: La
 
     ``env`` (the kernel's own, e.g. from kernel.json) and then ``options.env`` are merged
     over this process's environment; ``options.parameters`` fill ``{parameter:<name>}``
-    in ``argv`` and set ``KERNEL_PARAMETER_<NAME>``. The kernel runs in its own session and process
-    group and dies with this process (Linux). On return, ``connection_info`` holds the
+    in ``argv`` and set ``KERNEL_PARAMETER_<NAME>``. The kernel runs in its own session
+    and process group and dies with this process (Linux). On return, ``connection_info`` holds the
     kernel's real ports; the kernel may still be starting (``wait_ready`` tells).
     Nothing is left behind if this raises. With ``options.connection_file`` the kernel
     reads the caller's file; with ``options.replace_process`` as well, the kernel

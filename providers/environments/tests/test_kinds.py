@@ -431,6 +431,17 @@ def test_a_warm_listing_is_reused_until_anything_it_read_changes(
         hashlib.sha256(str(hatched).encode()).digest()).decode()[:8]
     make_venv(hatch_named / checksum / "hatched")  # (only hatch's folder changes)
     assert "venv/hatched" in listing(f)
+    # A new conda install is seen; a file written in the home folder (a shell's history)
+    # does not make the next listing a full one.
+    _age(home)
+    listing(f)
+    reused = [f.providers[p]._last for p in PROVIDERS]
+    assert None not in reused
+    (home / ".bash_history").write_text("ls\n")
+    listing(f)
+    assert [f.providers[p]._last for p in PROVIDERS] == reused
+    make_conda_env(home / "mambaforge")
+    assert listing(f)["conda/mambaforge"].metadata["prefix"] == str(home / "mambaforge")
     notebooks = home / "work" / "late" / "notebooks"
     notebooks.mkdir()
     os.chdir(notebooks)

@@ -96,8 +96,7 @@ class KernelProvidersKernelSpecManager(KernelSpecManager):
             return self._listing
         bridged: dict[str, KernelSpec] = {}
         root = _folders_root()
-        kernels = shared_finder().find_kernels()
-        for kernel in kernels:
+        for kernel in shared_finder().find_kernels():
             name = jupyter_name(kernel.id)
             if name in stock or name in bridged:
                 continue

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from kernel_providers.sdk import ConfigError
 
-__all__ = ["LABEL", "PULL_POLICIES", "DockerConfig", "ImageEntry", "parse_images"]
+__all__ = ["LABEL", "PULL_POLICIES", "SIZE", "DockerConfig", "ImageEntry", "memory_bytes",
+           "parse_images"]
 
 LABEL = "io.jupyter.kernelspec"
 PULL_POLICIES = ("never", "missing", "always")
 IPYKERNEL_ARGV = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+#: a memory size as Docker writes it ("512m", "2g"): a number and an optional unit
+SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([bkmgBKMG]?)")
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def memory_bytes(size: str) -> int:
+    """``512m`` as bytes; ValueError when it is no size."""
+    match = SIZE.fullmatch(size.strip())
+    if match is None:
+        raise ValueError(size)
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 @dataclass

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import secrets
 import tarfile
 import threading
@@ -35,6 +34,7 @@ from kernel_providers.sdk import (
     undo_if_orphaned,
 )
 
+from .config import SIZE
 from .engine import check_socket
 
 if TYPE_CHECKING:
@@ -303,14 +303,11 @@ def _check_target(kernel_type: KernelType, target: LaunchTarget) -> None:
             f"cannot start {kernel_type.id} with network = 'host': its ports are published"
             " on 127.0.0.1 only, which the host network cannot do (it would expose the"
             " kernel on every interface); use a bridge network in [providers.docker]")
-    if target.mem_limit is not None and not _MEMORY.fullmatch(target.mem_limit):
+    if target.mem_limit is not None and not SIZE.fullmatch(target.mem_limit):
         raise LaunchFailed(
             f"cannot start {kernel_type.id}: mem_limit = {target.mem_limit!r} is not a size;"
             " write a number with a unit b, k, m or g (e.g. '512m', '2g') in"
             " [providers.docker]")
-
-
-_MEMORY = re.compile(r"\d+(\.\d+)?[bkmgBKMG]?")
 
 
 def _host_cwd(kernel_type: KernelType, target: LaunchTarget,

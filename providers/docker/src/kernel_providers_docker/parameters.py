@@ -8,28 +8,15 @@ configuration allows (no new mounts, no privileges, no other image)."""
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import replace
 from typing import Any
 
 from kernel_providers.sdk import ParameterError
 
-from .config import DockerConfig, ImageEntry
+from .config import SIZE, DockerConfig, ImageEntry, memory_bytes
 from .launcher import LaunchTarget
 
-__all__ = ["apply_parameters", "declared_parameters", "memory_bytes"]
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)([bkmg]?)", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def memory_bytes(size: str) -> int:
-    """``512m`` as bytes (Docker's units: b, k, m, g)."""
-    match = _SIZE.fullmatch(size.strip())
-    if match is None:
-        raise ValueError(size)
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
+__all__ = ["apply_parameters", "declared_parameters"]
 
 def declared_parameters(config: DockerConfig, target: LaunchTarget,
                         entry: ImageEntry | None) -> dict[str, Any]:
@@ -41,10 +28,10 @@ def declared_parameters(config: DockerConfig, target: LaunchTarget,
     if target.cpus:
         cpus["default"] = min(target.cpus, most_cpus)
     memory: dict[str, Any] = {
-        "type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$", "title": "Memory",
+        "type": "string", "pattern": f"^{SIZE.pattern}$", "title": "Memory",
         "description": "memory limit of the container, e.g. 512m or 2g"
                        + (f" (at most {config.max_memory})" if config.max_memory else "")}
-    if target.mem_limit and _SIZE.fullmatch(target.mem_limit):  # (else the launch says
+    if target.mem_limit and SIZE.fullmatch(target.mem_limit):  # (else the launch says
         memory["default"] = target.mem_limit                      # what is wrong with it)
     properties: dict[str, Any] = {"cpus": cpus, "memory": memory}
     if config.mount_choices:

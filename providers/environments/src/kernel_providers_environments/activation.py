@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .environments import Environment, Location
@@ -102,7 +102,7 @@ def activate(location: Location, env: Environment) -> Activation:
 def activation_inputs(location: Location) -> list[Path]:
     """The files an activation reads besides the environment's own (a start plan made
     from it is valid while they keep their mtimes)."""
-    inputs: list[Any] = []
+    inputs: list[Path] = []
     if location.activation == "conda":
         inputs.append(location.prefix / "conda-meta" / "state")
     if location.activation == "pixi" and location.project is not None:

@@ -179,20 +179,25 @@ class CondaProvider(EnvironmentProvider[CondaConfig]):
                 return found
         return None
 
-    def root_prefixes(self, exe: str | None) -> list[Path]:
-        """Root (base) prefixes: the executable's install (``exe``), MAMBA_ROOT_PREFIX,
-        well-known install folders; only those that are conda prefixes (one that cannot
-        be read is reported)."""
-        roots: list[Path] = []
-        candidates = [_root_of(exe) if exe else None]
+    @staticmethod
+    def root_candidates(exe: str | None) -> list[Path]:
+        """Where a root (base) prefix may be: the executable's install (``exe``),
+        MAMBA_ROOT_PREFIX, well-known install folders."""
+        candidates = [_root_of(exe)] if exe else []
         if os.environ.get("MAMBA_ROOT_PREFIX"):
             candidates.append(_expand(os.environ["MAMBA_ROOT_PREFIX"]))
         home = Path.home()
         candidates += [home / name for name in _WELL_KNOWN_ROOTS]
         candidates += [Path("/opt/conda"), Path("/opt/miniconda3"), Path("/opt/miniforge3")]
+        return [c for c in candidates if c is not None]
+
+    def root_prefixes(self, candidates: list[Path]) -> list[Path]:
+        """The ``candidates`` that are conda prefixes (one that cannot be read is
+        reported)."""
+        roots: list[Path] = []
         for root in candidates:
-            if root is not None and root not in roots and looks_like(
-                    is_conda, root, root.name, self.config.exclude, self.id):
+            if root not in roots and looks_like(is_conda, root, root.name,
+                                                self.config.exclude, self.id):
                 roots.append(root)
         return roots
 
@@ -288,15 +293,15 @@ class CondaProvider(EnvironmentProvider[CondaConfig]):
         """Conda environments from conda's files (and its executable), probed by reading
         their package records: no Python is started."""
         exe = self.executable()
-        roots = self.root_prefixes(exe)
+        candidates = self.root_candidates(exe)
+        roots = self.root_prefixes(candidates)
         condarcs = self.condarc_files(roots)
         dirs = self.envs_dirs(roots, condarcs)
         watched = [Path.home() / ".conda" / "environments.txt", *condarcs, *dirs]
         listed = await self._executable_envs(exe, watched)
-        # a new root install (~/miniforge3 ...) changes its parent's mtime; the
-        # environment's `conda env config vars` are read at launch
-        inputs = [*watched, *roots, *{r.parent for r in roots}, Path.home(),
-                  *([Path(exe)] if exe else [])]
+        # a new root install (~/miniforge3 ...) is a candidate appearing (or getting
+        # its conda-meta): watched, not the whole home folder, which changes all day
+        inputs = [*watched, *candidates, *([Path(exe)] if exe else [])]
         self._found = (listed, roots, dirs, inputs)
         return await super().find_kernels()
 

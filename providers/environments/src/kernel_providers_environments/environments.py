@@ -38,6 +38,7 @@ __all__ = [
     "find_python",
     "folder_entries",
     "has_package",
+    "is_venv",
     "launch_in_environment",
     "launch_inputs",
     "list_kernels",
@@ -96,6 +97,12 @@ def unreadable(path: object, exc: OSError, provider: str, skipped: str) -> str:
     hint = (f"; fix its permissions or exclude it (`exclude` in [providers.{provider}])"
             if isinstance(exc, PermissionError) else "")
     return one_line(f"{path}: cannot read it ({exc.strerror or exc}){hint}; {skipped}")
+
+
+def is_venv(prefix: Path) -> bool:
+    """Whether ``prefix`` is a virtualenv (it has pyvenv.cfg); OSError when it cannot be
+    read."""
+    return (prefix / "pyvenv.cfg").is_file()
 
 
 def find_python(prefix: Path) -> Path | None:

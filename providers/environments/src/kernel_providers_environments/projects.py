@@ -16,9 +16,10 @@ from pathlib import Path
 
 from kernel_providers.sdk import report_problem
 
-from .environments import Location, folder_entries, mtime_stamp, unreadable
+from .environments import Location, folder_entries, is_venv, mtime_stamp, unreadable
 
-__all__ = ["ProjectTools", "ProjectWalk", "enclosing_project", "project_venvs", "tool_of"]
+__all__ = ["ProjectTools", "ProjectWalk", "enclosing_project", "project_candidates",
+           "project_venvs"]
 
 MANIFESTS = ("pyproject.toml", "pixi.toml")
 #: how deep under a project folder projects are looked for (the folder itself is 0)
@@ -38,22 +39,29 @@ def _is_project(folder: Path) -> bool:
 
 def _is_venv(prefix: Path) -> bool:
     try:
-        return (prefix / "pyvenv.cfg").is_file()
+        return is_venv(prefix)
     except OSError:  # unreadable: the probe would skip it anyway
         return False
 
 
-def enclosing_project(start: Path) -> Path | None:
-    """The nearest folder from ``start`` upward that is a project; never above the home
-    folder when ``start`` is inside it (a stray ~/pyproject.toml is no project of all)."""
+def project_candidates(start: Path) -> list[Path]:
+    """Where a project enclosing ``start`` may be: ``start`` and its parents, up to but
+    not including the home folder when ``start`` is inside it (a stray ~/pyproject.toml
+    is no project of all)."""
     home = Path.home()
+    chain: list[Path] = []
     folder = start
-    while True:
-        if folder != home and _is_project(folder):
-            return folder
-        if folder == home or folder.parent == folder:
-            return None
+    while folder != home:
+        chain.append(folder)
+        if folder.parent == folder:
+            break
         folder = folder.parent
+    return chain
+
+
+def enclosing_project(start: Path) -> Path | None:
+    """The nearest project enclosing ``start``, if any."""
+    return next((f for f in project_candidates(start) if _is_project(f)), None)
 
 
 class ProjectWalk:
@@ -113,8 +121,10 @@ _READ: dict[Path, tuple[tuple[int, int], tuple[str, str]]] = {}
 
 
 def _read_project(project: Path) -> tuple[str, str]:
-    """(tool, normalized project name) of ``project``, read again only when the folder
-    (a lock file appears) or its pyproject.toml changed."""
+    """(tool, normalized project name) of ``project``: the tool that manages its
+    environment (uv, pdm, poetry, hatch, or "project": a plain .venv), by its lock files
+    first, then its pyproject's tables. Read again only when the folder (a lock file
+    appears) or its pyproject.toml changed."""
     stamps = (mtime_stamp(str(project)), mtime_stamp(str(project / "pyproject.toml")))
     cached = _READ.get(project)
     if cached is not None and cached[0] == stamps:
@@ -139,12 +149,6 @@ def _read_project(project: Path) -> tuple[str, str]:
     name = re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else project.name
     _READ[project] = (stamps, (tool, name))
     return tool, name
-
-
-def tool_of(project: Path) -> str:
-    """The tool that manages ``project``'s Python environment: uv, pdm, poetry, hatch,
-    or "project" (a plain .venv); lock files first, then the pyproject's tables."""
-    return _read_project(project)[0]
 
 
 def _data_dir(tool: str, variable: str) -> Path:

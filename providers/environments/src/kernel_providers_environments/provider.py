@@ -33,7 +33,7 @@ from .environments import (
     list_kernels,
     mtime_stamp,
 )
-from .projects import enclosing_project
+from .projects import enclosing_project, project_candidates
 
 __all__ = ["EnvironmentProvider"]
 
@@ -63,14 +63,6 @@ def _working_directory() -> Path | None:
     except OSError:
         return None
 
-
-def _up_to_home(folder: Path) -> list[Path]:
-    """``folder`` and its parents up to the home folder (the enclosing project's)."""
-    home = Path.home()
-    chain = [folder]
-    while chain[-1] != home and chain[-1].parent != chain[-1]:
-        chain.append(chain[-1].parent)
-    return chain
 
 C = TypeVar("C")
 
@@ -144,7 +136,7 @@ class EnvironmentProvider(KernelProvider[C]):
         path changed as it was read (or too recently to tell: coarse mtimes) or an
         environment must be probed again each time."""
         stamps = [(str(p), mtime_stamp(str(p))) for p in
-                  [*inputs, *(_up_to_home(cwd) if cwd is not None else [])]]
+                  [*inputs, *(project_candidates(cwd) if cwd is not None else [])]]
         for location, env, _ in known.values():
             entry = self._probes.stamps(location.prefix)
             if entry is None or env.recheck:

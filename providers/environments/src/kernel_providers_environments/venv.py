@@ -17,6 +17,7 @@ from .environments import (
     find_python,
     folder_entries,
     has_package,
+    is_venv,
     looks_like,
     site_packages,
 )
@@ -60,10 +61,6 @@ def default_venv_dirs() -> list[tuple[Path, str]]:
         (_env_path("PYENV_ROOT", "~/.pyenv") / "versions", "pyenv"),
         (_env_path("UV_PYTHON_INSTALL_DIR", str(xdg_data / "uv" / "python")), "uv-python"),
     ]
-
-
-def _is_venv(prefix: Path) -> bool:
-    return (prefix / "pyvenv.cfg").is_file()
 
 
 def _watched(prefix: Path) -> list[Path]:
@@ -137,7 +134,7 @@ class VenvProvider(EnvironmentProvider[VenvConfig]):
         for directory, kind in self.search_dirs():
             inputs.append(directory)
             for child, prefix in folder_entries(directory):
-                if looks_like(_is_venv, prefix, child, exclude, self.id):
+                if looks_like(is_venv, prefix, child, exclude, self.id):
                     claims.append(Location(child, prefix, "venv"))
                 elif kind in ("pyenv", "uv-python") and looks_like(
                         find_python, prefix, child, exclude, self.id):
